@@ -1,0 +1,127 @@
+"""Value types shared by the configuration models of the agent and of every driver.
+
+Validators here raise two kinds of error that the agent's diagnostics turn into plain
+sentences, so drivers get precise messages without importing the agent:
+
+- `EXPECTED`: one value is wrong; rendered as "expected <what>, found <value>".
+- `FINDINGS`: a rule across fields is broken (e.g. max below min); each finding names
+  the field to blame, relative to the model that raised it, and its full message.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Annotated, Any, Protocol, runtime_checkable
+
+from pydantic import GetCoreSchemaHandler, GetJsonSchemaHandler, PlainValidator, WithJsonSchema
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema, PydanticCustomError, core_schema
+
+EXPECTED = "edgeseal_expected"
+FINDINGS = "edgeseal_findings"
+
+SubPath = tuple[str | int, ...]
+
+
+@dataclass(frozen=True)
+class Expected:
+    """What a value must look like, in words: used in messages when it is wrong or missing."""
+
+    text: str
+
+
+def expected(what: str) -> PydanticCustomError:
+    return PydanticCustomError(EXPECTED, "expected {expected}", {"expected": what})
+
+
+def findings(found: list[tuple[SubPath, str]]) -> PydanticCustomError:
+    """One error carrying every broken rule of a model, each at its own field."""
+    summary = "; ".join(message for _, message in found)
+    return PydanticCustomError(FINDINGS, "{summary}", {"summary": summary, "findings": found})
+
+
+@dataclass(frozen=True)
+class Matching(Expected):
+    """`Annotated[str, Matching(text, regex)]`: text that `regex` matches as a whole;
+    `text` says the same in words, for messages."""
+
+    regex: str
+
+    def __get_pydantic_core_schema__(self, source: Any, handler: GetCoreSchemaHandler) -> CoreSchema:
+        compiled = re.compile(self.regex)
+
+        def check(value: str) -> str:
+            if not compiled.fullmatch(value):
+                raise expected(self.text)
+            return value
+
+        return core_schema.no_info_after_validator_function(check, handler(source))
+
+    def __get_pydantic_json_schema__(
+        self, schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        return {**handler(schema), "pattern": f"^{self.regex}$"}
+
+
+# Durations: "250ms", "1.5s", "2m", "1h", "1d" or a bare number of seconds.
+DURATION_TEXT = "a duration like 500ms, 2s or 5m"
+_DURATION = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h|d)?")
+DURATION_PATTERN = f"^{_DURATION.pattern}$"
+_SECONDS_PER_UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(value: object) -> float:
+    """Seconds as a float. Raises ValueError saying what was expected."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ValueError(DURATION_TEXT)
+    if isinstance(value, str):
+        match = _DURATION.fullmatch(value)
+        if not match:
+            raise ValueError(DURATION_TEXT)
+        number, unit = float(match[1]), match[2]
+        # Divide for milliseconds: 250 / 1000 is exactly the float 0.25, 250 * 0.001 is not.
+        seconds = number / 1000 if unit == "ms" else number * _SECONDS_PER_UNIT[unit or "s"]
+    else:
+        seconds = float(value)
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise ValueError("a duration longer than zero")
+    return seconds
+
+
+def format_duration(seconds: float) -> str:
+    """Seconds as configuration text that parses back to the same float, e.g. '2s', '0.25s'."""
+    return f"{int(seconds)}s" if seconds.is_integer() else f"{seconds!r}s"
+
+
+def _validate_duration(value: object) -> float:
+    try:
+        return parse_duration(value)
+    except ValueError as err:
+        raise expected(str(err)) from None
+
+
+Duration = Annotated[
+    float,
+    PlainValidator(_validate_duration),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "number", "exclusiveMinimum": 0},
+                {"type": "string", "pattern": DURATION_PATTERN},
+            ]
+        }
+    ),
+    Expected(DURATION_TEXT),
+]
+
+
+@runtime_checkable
+class DefinesTags(Protocol):
+    """A source model that lists its tag names itself (e.g. because it generates some).
+    Each name comes with the field, relative to the source, to blame for a duplicate.
+    Sources without this method are read from their `tags` list's `name`s."""
+
+    def tag_names(self) -> Iterable[tuple[SubPath, str]]: ...
