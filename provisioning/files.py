@@ -1,0 +1,82 @@
+"""Reading and writing the factory's key and certificate files.
+
+Every OSError is turned into an error that names the file here, at the boundary, so the
+CLI never shows a traceback for a missing directory or a permission problem.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from agent.errors import EdgesealError, KeyError_
+
+
+class AlreadyExists(EdgesealError):
+    """A command would replace existing key material; it did nothing instead."""
+
+    exit_code = 1
+
+
+def read_bytes(path: Path, what: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise KeyError_(f"{path}: cannot read {what}: {exc.strerror}") from None
+
+
+def refuse_existing(paths: list[Path], hint: str) -> None:
+    existing = [str(p) for p in paths if p.exists()]
+    if existing:
+        raise AlreadyExists(f"{', '.join(existing)}: already exists; {hint}")
+
+
+def write_private(path: Path, data: bytes, *, overwrite: bool = False) -> None:
+    """Write a secret file with mode 0600 from the moment it exists.
+
+    Without `overwrite`, O_EXCL makes the refusal atomic. With it, the data goes to a new
+    file beside the target that is renamed over it, because opening an existing 0644
+    file with O_TRUNC would keep its old, readable mode.
+    """
+    target = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp") if overwrite else path
+    try:
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        if overwrite:
+            os.replace(target, path)
+    except FileExistsError:
+        raise AlreadyExists(f"{path}: already exists; use --force to replace it") from None
+    except OSError as exc:
+        if overwrite:
+            _remove_quietly(target)
+        raise KeyError_(f"{path}: cannot write: {exc.strerror}") from None
+
+
+def write_device_key(path: Path, key: ec.EllipticCurvePrivateKey, *, overwrite: bool = False) -> None:
+    """A software device key, unencrypted PKCS#8 PEM as `agent.keys.software` reads it."""
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    write_private(path, pem, overwrite=overwrite)
+
+
+def write_public(path: Path, data: bytes) -> None:
+    """Write a certificate or CSR: public data, replaced if present."""
+    try:
+        path.write_bytes(data)
+    except OSError as exc:
+        raise KeyError_(f"{path}: cannot write: {exc.strerror}") from None
+
+
+def _remove_quietly(path: Path) -> None:
+    try:
+        path.unlink(missing_ok=True)
+    except OSError:
+        pass  # the write error already reported is the one that matters
