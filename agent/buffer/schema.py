@@ -1,0 +1,75 @@
+"""The buffer's schema, as numbered migrations recorded in PRAGMA user_version.
+
+A migration runs in one transaction with its version bump, so a crash mid-upgrade
+leaves the previous version intact. Never edit a released migration: add the next one.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+MIGRATIONS: list[str] = [
+    # 1: the trusted core
+    """
+    CREATE TABLE boots (
+        boot     INTEGER PRIMARY KEY,           -- agent starts, from 1
+        started  INTEGER NOT NULL               -- ns since epoch
+    );
+    CREATE TABLE readings (
+        seq      INTEGER PRIMARY KEY,           -- device-wide, never reused
+        leaf     BLOB NOT NULL                  -- exact leaf bytes, DESIGN 3.1
+    );
+    CREATE TABLE seals (
+        b        INTEGER PRIMARY KEY,           -- batch number, from 1, no gaps
+        s0       INTEGER NOT NULL,              -- first seq
+        n        INTEGER NOT NULL,              -- readings in the batch
+        t        INTEGER NOT NULL,              -- seal time, ns
+        salt_key BLOB NOT NULL,                 -- 32 bytes; never published in a selective bundle
+        cose     BLOB NOT NULL                  -- COSE_Sign1 bytes: seal log leaf b - 1
+    );
+    CREATE TABLE checkpoints (
+        size     INTEGER PRIMARY KEY,           -- seal log size covered
+        t        INTEGER NOT NULL,
+        cose     BLOB NOT NULL
+    );
+    CREATE TABLE identities (
+        kid      BLOB PRIMARY KEY,              -- SHA-256 of the device key's SPKI
+        chain    BLOB NOT NULL,                 -- CBOR array of DER certificates
+        first_boot INTEGER NOT NULL
+    );
+    """,
+]
+
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def migrate(conn: sqlite3.Connection) -> int:
+    """Bring the database to SCHEMA_VERSION; returns the version found before."""
+    found = conn.execute("PRAGMA user_version").fetchone()[0]
+    if found > SCHEMA_VERSION:
+        raise ValueError(
+            f"database schema version {found} is newer than this edgeseal ({SCHEMA_VERSION});"
+            " upgrade edgeseal or restore the matching database"
+        )
+    for version in range(found + 1, SCHEMA_VERSION + 1):
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in _statements(MIGRATIONS[version - 1]):
+                conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {version}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+    return found
+
+
+def _statements(script: str) -> list[str]:
+    """executescript would commit implicitly; split so the migration stays one transaction."""
+    out, pending = [], ""
+    for line in script.splitlines(keepends=True):
+        pending += line
+        if sqlite3.complete_statement(pending):
+            out.append(pending.strip())
+            pending = ""
+    return [s for s in out if s]

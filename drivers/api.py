@@ -1,0 +1,79 @@
+"""The whole driver contract.
+
+A driver is built from (validated config, sink, context); construction does no I/O.
+`run()` is one coroutine that reads its devices until cancelled. Device faults never
+escape it: they become readings with a Bad quality (see `Quality`) and a backoff.
+Readings reach the agent in batches through `ReadingSink.submit`, which is awaited so
+that back pressure reaches the driver.
+
+Nothing here knows of signing, buffering, MQTT or chains.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import Any, NamedTuple, Protocol, Sequence, runtime_checkable
+
+Value = bool | int | float | str | bytes | None | list[Any] | dict[str, Any]
+
+
+class Quality(IntEnum):
+    """OPC UA StatusCodes used by edgeseal drivers (uint32; 0 is Good)."""
+
+    GOOD = 0x00000000
+    UNCERTAIN_LAST_USABLE_VALUE = 0x40900000
+    BAD_COMMUNICATION_ERROR = 0x80050000
+    BAD_TIMEOUT = 0x800A0000
+    BAD_CONFIGURATION_ERROR = 0x80890000
+    BAD_NODE_ID_UNKNOWN = 0x80340000
+    BAD_OUT_OF_SERVICE = 0x808D0000
+    BAD_DEVICE_FAILURE = 0x808B0000
+
+
+def is_good(quality: int) -> bool:
+    """Severity bits 30-31 are 00 for Good (OPC UA Part 4, 7.39)."""
+    return quality & 0xC0000000 == 0
+
+
+class Reading(NamedTuple):
+    """One value of one tag. `ts` is integer nanoseconds since the Unix epoch, UTC."""
+
+    tag: str
+    ts: int
+    value: Value
+    quality: int = Quality.GOOD
+
+
+def now_ns() -> int:
+    return time.time_ns()
+
+
+class ReadingSink(Protocol):
+    """Where a driver delivers its readings. Never raises for a full buffer:
+    the agent records drops as signed gaps instead of stopping a driver."""
+
+    async def submit(self, readings: Sequence[Reading]) -> None: ...
+
+
+@dataclass(frozen=True)
+class DriverContext:
+    """What the agent lends a driver: a logger named after the source, and a state
+    directory the driver may use for its own files (e.g. client certificates)."""
+
+    source_name: str
+    logger: logging.Logger
+    state_dir: str | None = None
+    counters: dict[str, int] = field(default_factory=dict)
+
+    def count(self, name: str, increment: int = 1) -> None:
+        self.counters[name] = self.counters.get(name, 0) + increment
+
+
+@runtime_checkable
+class Driver(Protocol):
+    """Built by its factory from (config, sink, context); `run` until cancelled."""
+
+    async def run(self) -> None: ...

@@ -1,0 +1,95 @@
+"""A synthetic source: configurable tags, types, rates and value patterns, with
+simulated device faults. Used by tests, benchmarks and the demo; the first
+implementation of the driver contract in drivers/api.py."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from drivers.api import DriverContext, Reading, ReadingSink
+from drivers.simulator.config import SourceConfig
+from drivers.simulator.patterns import converter, make_pattern
+
+
+@dataclass(frozen=True)
+class _Fault:
+    every: float
+    duration: float
+    quality: int
+
+    def active(self, t: float) -> bool:
+        return (t % self.every) >= self.every - self.duration
+
+
+@dataclass(frozen=True)
+class _Tag:
+    name: str
+    sample: Callable[[float, int], Any]
+    fault: _Fault | None
+
+
+def _sampler(
+    kind: str, value_type: str, lo: float, hi: float, period: float, name: str, constant: Any = None
+) -> Callable[[float, int], Any]:
+    if kind == "constant" and constant is not None:
+        return lambda _t, _k: constant
+    pattern, convert = make_pattern(kind, lo, hi, period, name), converter(value_type)
+    return lambda t, k: convert(pattern(t, k))
+
+
+def _tags(config: SourceConfig) -> list[_Tag]:
+    tags = []
+    for t in config.tags:
+        fault = _Fault(t.fault.every, t.fault.duration, t.fault.quality) if t.fault else None
+        sample = _sampler(t.pattern, t.type, t.min, t.max, t.period, t.name, t.value)
+        tags.append(_Tag(t.name, sample, fault))
+    if g := config.generate:
+        width = len(str(g.count - 1))
+        for i in range(g.count):
+            name = f"{g.prefix}{i:0{width}d}"
+            tags.append(_Tag(name, _sampler(g.pattern, g.type, g.min, g.max, g.period, name), None))
+    return tags
+
+
+class SimulatorDriver:
+    def __init__(self, config: SourceConfig, sink: ReadingSink, context: DriverContext) -> None:
+        self._config, self._sink, self._context = config, sink, context
+        self._tags = _tags(config)
+        self.samples = 0
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        interval = self._config.interval
+        next_at = loop.time()
+        while True:
+            await self._sink.submit(self._sample())
+            next_at += interval
+            delay = next_at - loop.time()
+            if delay < 0:
+                # A scan longer than its period: skip the missed scans, never overlap them.
+                missed = math.ceil(-delay / interval)
+                self._context.count("scan_overruns", missed)
+                next_at += missed * interval
+                delay = next_at - loop.time()
+            await asyncio.sleep(delay)
+
+    def _sample(self) -> list[Reading]:
+        ts = time.time_ns()
+        t, k = ts / 1e9, self.samples
+        self.samples += 1
+        out = []
+        for tag in self._tags:
+            if tag.fault is not None and tag.fault.active(t):
+                out.append(Reading(tag.name, ts, None, tag.fault.quality))
+            else:
+                out.append(Reading(tag.name, ts, tag.sample(t, k), 0))
+        return out
+
+
+def create(config: SourceConfig, sink: ReadingSink, context: DriverContext) -> SimulatorDriver:
+    return SimulatorDriver(config, sink, context)
