@@ -1,0 +1,201 @@
+"""`edgeseal`: the agent, operator and auditor commands (DESIGN 4).
+
+Exit codes everywhere: 0 ok, 1 a finding (invalid data, failed check), 2 bad usage or
+unusable input. Every EdgesealError is caught here, once; a traceback is shown only
+with --verbose.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from agent.errors import EdgesealError, UsageError
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="edgeseal", description="Signed, buffered, anchored plant data.")
+    p.add_argument("--verbose", "-v", action="store_true", help="debug logging and tracebacks")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run the agent (the service's main job)")
+    run.add_argument("--config", required=True, type=Path)
+
+    demo = sub.add_parser("demo", help="the whole stack on one box with embedded defaults")
+    demo.add_argument("--seconds", type=float, default=10.0)
+    demo.add_argument("--dir", type=Path, default=Path("edgeseal-demo"))
+
+    check = sub.add_parser("check-config", help="validate a configuration file (no I/O beyond reading it)")
+    check.add_argument("path", type=Path)
+
+    export = sub.add_parser("export", help="export a bundle for auditors")
+    export.add_argument("--state-dir", required=True, type=Path)
+    export.add_argument("-o", "--output", required=True, type=Path)
+    export.add_argument("--tag", action="append", default=[], help="disclose only this tag (repeatable)")
+    export.add_argument("--since", help="readings at or after this time (ISO 8601 or ns since epoch)")
+    export.add_argument("--until", help="readings before this time (ISO 8601 or ns since epoch)")
+
+    verify = sub.add_parser("verify", help="verify a bundle against the manufacturer CA")
+    verify.add_argument("file", type=Path)
+    verify.add_argument("--ca", required=True, type=Path, help="PEM file of trusted root certificate(s)")
+    verify.add_argument("--json", action="store_true", help="machine-readable report")
+    verify.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="processes that check batches (default: all cores)")
+
+    sub.add_parser("schema", help="print the configuration's JSON Schema")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        return _COMMANDS[args.command](args)
+    except EdgesealError as exc:
+        if args.verbose:
+            logging.exception("failed")
+        print(f"edgeseal: {exc.diagnostics()}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+
+
+def _run(args: argparse.Namespace) -> int:
+    from agent.config import load_config
+    from agent.runtime import install_signal_handlers, run_agent
+
+    config = load_config(args.config)
+
+    async def main_task() -> None:
+        stop = asyncio.Event()
+        install_signal_handlers(stop)
+        await run_agent(config, stop)
+
+    asyncio.run(main_task())
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from agent.demo import run_demo
+
+    return run_demo(args.dir, args.seconds)
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    from agent.config import load_config
+
+    load_config(args.path)
+    print(f"{args.path}: ok")
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from agent.buffer.store import Buffer
+    from agent.export import Selection, export_bundle
+
+    selection = Selection(frozenset(args.tag), _time(args.since, "--since"), _time(args.until, "--until"))
+    buffer = Buffer.open(args.state_dir, create=False)
+    try:
+        bundle, summary = export_bundle(buffer, selection)
+    finally:
+        buffer.close()
+    _write_atomically(args.output, bundle.encode())
+    kind = "selective" if selection.selective else "full"
+    print(f"{args.output}: {kind} bundle, {summary.batches} batches, {summary.readings} readings, log size {summary.log_size}")
+    if summary.left_out_unchecked:
+        print(f"note: {summary.left_out_unchecked} newer seals are not yet covered by a checkpoint and were left out")
+    return 0
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from agent.report import render_json, render_text
+    from agent.trust.bundle import NotABundle
+
+    roots = _read_roots(args.ca)
+    data = _read_bytes(args.file)
+    try:
+        report = _verify_with_jobs(data, roots, args.jobs)
+    except NotABundle as exc:
+        raise UsageError(f"{args.file}: unusable input: {exc}") from None
+    print(render_json(report) if args.json else render_text(report, str(args.file)))
+    return 0 if report.valid else 1
+
+
+def _verify_with_jobs(data: bytes, roots: list, jobs: int) -> "Report":
+    from concurrent.futures import ProcessPoolExecutor
+
+    from agent.trust.verify import verify_bundle
+
+    if jobs <= 1:
+        return verify_bundle(data, roots)
+    with ProcessPoolExecutor(jobs) as pool:
+        return verify_bundle(data, roots, pool.map)
+
+
+def _schema(args: argparse.Namespace) -> int:
+    from agent.config import config_schema
+
+    print(json.dumps(config_schema(), indent=2))
+    return 0
+
+
+_COMMANDS = {
+    "run": _run, "demo": _demo, "check-config": _check_config,
+    "export": _export, "verify": _verify, "schema": _schema,
+}
+
+
+def _time(text: str | None, option: str) -> int | None:
+    if text is None:
+        return None
+    if text.isdigit():
+        return int(text)
+    try:
+        moment = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise UsageError(f"{option}: expected ISO 8601 time or ns since epoch, found {text!r}") from None
+    if moment.tzinfo is None:
+        raise UsageError(f"{option}: give a time zone (e.g. {text}Z or {text}+01:00)")
+    return int(moment.timestamp() * 1_000_000) * 1000
+
+
+def _read_bytes(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot read: {exc.strerror}") from None
+
+
+def _read_roots(path: Path) -> list:
+    from cryptography import x509
+
+    try:
+        return x509.load_pem_x509_certificates(_read_bytes(path))
+    except ValueError as exc:
+        raise UsageError(f"{path}: not a PEM certificate file: {exc}") from None
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot write: {exc.strerror}") from None
+
+
+if __name__ == "__main__":
+    sys.exit(main())

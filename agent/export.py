@@ -1,0 +1,124 @@
+"""Export a bundle (DESIGN 3.6) from a state directory, for auditors.
+
+A full bundle holds every batch up to the latest checkpoint; a selective one (tags or a
+time range chosen) holds only matching readings, each with its salt and its inclusion
+path, so one value can be disclosed without its neighbours. Seals after the latest
+checkpoint are left out: a bundle carries nothing that a signed checkpoint does not
+cover. The agent may keep running: SQLite's WAL gives the export a stable snapshot.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from agent.buffer.store import Buffer, SealRow
+from agent.errors import EdgesealError
+from agent.trust import cose, merkle
+from agent.trust.bundle import (
+    Batch,
+    Bundle,
+    ConsistencyProof,
+    Disclosed,
+    InclusionProof,
+    SelectiveBatch,
+)
+from agent.trust.leaf import decode_leaf, leaf_hashes, salt
+from agent.trust.payloads import SEAL_CONTENT_TYPE
+
+
+class NothingToExport(EdgesealError):
+    exit_code = 1
+
+
+@dataclass(frozen=True)
+class Selection:
+    tags: frozenset[str] = frozenset()
+    since_ns: int | None = None
+    until_ns: int | None = None
+
+    @property
+    def selective(self) -> bool:
+        return bool(self.tags) or self.since_ns is not None or self.until_ns is not None
+
+    def matches(self, tag: str, ts: int) -> bool:
+        return (
+            (not self.tags or tag in self.tags)
+            and (self.since_ns is None or ts >= self.since_ns)
+            and (self.until_ns is None or ts < self.until_ns)
+        )
+
+
+@dataclass(frozen=True)
+class ExportSummary:
+    batches: int
+    readings: int
+    log_size: int
+    left_out_unchecked: int  # seals newer than the latest checkpoint
+
+
+def export_bundle(buffer: Buffer, selection: Selection = Selection()) -> tuple[Bundle, ExportSummary]:
+    checkpoints = buffer.checkpoints()
+    if not checkpoints:
+        raise NothingToExport("no checkpoint yet: nothing is signed into the device log")
+    size = checkpoints[-1][0]
+    log = merkle.MerkleTree(buffer.seal_log_leaf_hashes()[:size])
+    rows = _exportable(buffer, size)
+    if selection.selective:
+        picked = [(row, _disclose(buffer, row, selection)) for row in rows]
+        chosen = [(row, batch) for row, batch in picked if batch.disclosed]
+        readings = sum(len(batch.disclosed) for _, batch in chosen)
+    else:
+        chosen = [(row, Batch(row.cose, row.salt_key, [leaf for _, leaf in buffer.readings(row.s0, row.s0 + row.n - 1)])) for row in rows]
+        readings = sum(row.n for row in rows)
+    if not chosen:
+        raise NothingToExport("no sealed reading matches the selection")
+    first_b = chosen[0][0].b
+    covering = [(s, c) for s, c in checkpoints if s >= first_b]
+    bundle = Bundle(
+        certs=_certificates(buffer, chosen[-1][0]),
+        batches=[batch for _, batch in chosen],
+        checkpoints=[c for _, c in covering],
+        log_proofs=[InclusionProof(size, row.b - 1, log.inclusion_proof(row.b - 1)) for row, _ in chosen],
+        consistency=[
+            ConsistencyProof(a, b, log.consistency_proof(a, b)) for (a, _), (b, _) in zip(covering, covering[1:])
+        ],
+    )
+    summary = ExportSummary(len(chosen), readings, size, _count_after(buffer, size))
+    return bundle, summary
+
+
+def _exportable(buffer: Buffer, size: int) -> list[SealRow]:
+    """Batches 1..size, from the oldest whose readings are all still in the buffer."""
+    rows = list(buffer.seals(1, size))
+    start = 0
+    for i, row in enumerate(rows):
+        if row.n and len(buffer.readings(row.s0, row.s0)) == 0:
+            start = i + 1
+    return rows[start:]
+
+
+def _disclose(buffer: Buffer, row: SealRow, selection: Selection) -> SelectiveBatch:
+    leaves = [leaf for _, leaf in buffer.readings(row.s0, row.s0 + row.n - 1)]
+    tree: merkle.MerkleTree | None = None
+    disclosed = []
+    for index, leaf in enumerate(leaves):
+        reading = decode_leaf(leaf)
+        if not selection.matches(reading.tag, reading.ts):
+            continue
+        tree = tree or merkle.MerkleTree(leaf_hashes(row.salt_key, row.s0, leaves))
+        proof = InclusionProof(row.n, index, tree.inclusion_proof(index))
+        disclosed.append(Disclosed(salt(row.salt_key, reading.seq), leaf, proof))
+    return SelectiveBatch(row.cose, disclosed)
+
+
+def _certificates(buffer: Buffer, row: SealRow) -> list[bytes]:
+    kid = cose.decode(row.cose, SEAL_CONTENT_TYPE).kid
+    chain = buffer.identity_chain(kid)
+    if chain is None:
+        raise NothingToExport(f"no certificate chain recorded for key id {kid.hex()}")
+    return chain
+
+
+def _count_after(buffer: Buffer, size: int) -> int:
+    last = buffer.last_seal()
+    return (last.b - size) if last else 0

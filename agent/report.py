@@ -1,0 +1,68 @@
+"""How a verification report reads: for people (text) and for programs (--json)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from agent.trust.verify import Report
+
+
+def as_dict(report: Report) -> dict[str, Any]:
+    return {
+        "valid": report.valid,
+        "selective": report.selective,
+        "device": report.device,
+        "certificate": {"subject": report.device_subject, "root": report.root_subject, "key_id": report.key_id},
+        "batches": report.batches,
+        "batch_range": [report.first_b, report.last_b] if report.batches else None,
+        "readings": report.readings,
+        "boots": report.boots,
+        "complete_seq_ranges": [list(r) for r in report.complete],
+        "gaps": [
+            {"from": g.first, "to": g.last, "why": g.why, "batch": g.b, "signed": g.signed}
+            for g in report.gaps
+        ],
+        "tags": dict(sorted(report.tags.items())),
+        "checkpointed_log_size": report.checkpointed_size,
+        "anchors": report.anchors,
+        "findings": [{"where": f.where, "message": f.message} for f in report.findings],
+    }
+
+
+def render_json(report: Report) -> str:
+    return json.dumps(as_dict(report), indent=2)
+
+
+def render_text(report: Report, name: str) -> str:
+    lines = [f"{name}: {'VALID' if report.valid else 'INVALID'}"]
+    if report.device:
+        lines.append(f"  device      {report.device}: {report.device_subject}")
+        lines.append(f"  key id      {report.key_id}")
+        lines.append(f"  root        {report.root_subject}")
+    if report.batches:
+        kind = "selective: disclosed readings only" if report.selective else "full"
+        proven = "verified readings" if report.valid else "readings verified before the findings below"
+        lines.append(f"  content     {report.readings} {proven} in {report.batches} batches "
+                     f"(b {report.first_b}..{report.last_b}, boots {_list(report.boots)}; {kind})")
+    if report.tags:
+        lines.append("  disclosed   " + ", ".join(f"{tag} ({n})" for tag, n in sorted(report.tags.items())))
+    if report.complete:
+        lines.append("  complete    seq " + ", ".join(f"{a}..{b}" for a, b in report.complete))
+    for g in report.gaps:
+        origin = f"signed in batch {g.b}" if g.signed else "unsigned"
+        lines.append(f"  gap         seq {g.first}..{g.last}: {g.why} ({origin})")
+    if report.checkpointed_size:
+        lines.append(f"  device log  every batch is in the signed seal log (checkpoint size {report.checkpointed_size})")
+    if report.anchors:
+        for a in report.anchors:
+            lines.append(f"  anchor      log size {a['size']} claimed in block {a['block']} of chain {a['chain_id']} (not checked against the chain)")
+    elif report.valid:
+        lines.append("  anchored    no (the bundle carries no anchor records)")
+    for f in report.findings:
+        lines.append(f"  FINDING     {f}")
+    return "\n".join(lines)
+
+
+def _list(items: list[int]) -> str:
+    return ", ".join(map(str, items))
