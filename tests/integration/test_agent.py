@@ -1,0 +1,95 @@
+"""The agent for real: simulator -> sequencer -> SQLite on disk -> sealer -> export -> verify."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from pathlib import Path
+
+from agent_harness import SIMULATED, export_and_verify, run_for, write_config
+
+from agent.buffer.store import Buffer
+from agent.config import load_config
+from agent.export import Selection
+from agent.keys.software import SoftwareSigner
+from agent.trust import cose
+from agent.trust.bundle import decode_bundle
+from agent.trust.leaf import decode_leaf
+from agent.trust.payloads import SEAL_CONTENT_TYPE, SealPayload
+
+
+def _seals(data: bytes) -> list[SealPayload]:
+    return [SealPayload.decode(cose.decode(b.seal, SEAL_CONTENT_TYPE).payload) for b in decode_bundle(data).batches]
+
+
+def test_readings_are_sealed_exported_and_verified_across_restarts(tmp_path: Path) -> None:
+    config_path = write_config(tmp_path, sources=SIMULATED)
+    config = load_config(config_path)
+
+    first = run_for(config, 1.5)
+    report, data = export_and_verify(config_path)
+    assert report.valid, report.findings
+    sealed = Buffer.open(config.buffer.dir).sealed_through()
+    assert report.readings == sealed > 200
+    assert report.complete == [(1, sealed)] and report.boots == [1]
+    assert report.checkpointed_size == first.log_size == first.seals
+
+    leaves = [decode_leaf(r) for b in decode_bundle(data).batches for r in b.readings]
+    flaky = [leaf for leaf in leaves if leaf.tag == "flaky"]
+    assert {leaf.quality for leaf in flaky} == {0, 0x800A0000}, "a failing tag yields Bad readings, not silence"
+    assert all(leaf.value is None for leaf in flaky if leaf.quality)
+    assert {type(leaf.value) for leaf in leaves if leaf.tag == "running"} == {bool}
+
+    second = run_for(config, 1.0)
+    report, data = export_and_verify(config_path)
+    assert report.valid, report.findings
+    assert second.boot == 2 and report.boots == [1, 2]
+    seals = _seals(data)
+    resumed = next(s for s in seals if s.boot == 2)
+    assert resumed.b == first.log_size + 1 and resumed.s0 == sealed + 1, "b and seq continue after a restart"
+    assert report.complete == [(1, seals[-1].last_seq)]
+
+
+def test_first_seal_after_each_start_carries_the_certificate_chain(tmp_path: Path) -> None:
+    config = load_config(write_config(tmp_path, sources=SIMULATED))
+    run_for(config, 0.7)
+    run_for(config, 0.7)
+    buffer = Buffer.open(config.buffer.dir)
+    messages = [cose.decode(row.cose, SEAL_CONTENT_TYPE) for row in buffer.seals()]
+    with_chain = [SealPayload.decode(m.payload).b for m in messages if m.x5chain()]
+    boots = [SealPayload.decode(m.payload).boot for m in messages]
+    assert with_chain == [1, boots.index(2) + 1]
+    assert len(messages[0].x5chain()) == 2  # device certificate, then the issuing CA
+
+
+def test_selective_bundle_discloses_only_the_chosen_tag(tmp_path: Path) -> None:
+    config_path = write_config(tmp_path, sources=SIMULATED)
+    run_for(load_config(config_path), 1.0)
+    report, data = export_and_verify(config_path, Selection(frozenset({"temp"})))
+    assert report.valid and report.selective, report.findings
+    assert set(report.tags) == {"temp"} and report.readings == report.tags["temp"] > 10
+    assert b"salt_key" not in data and b"meter." not in data
+
+
+class SlowSigner(SoftwareSigner):
+    """A hardware TPM's pace: 200-600 ms per signature."""
+
+    async def sign_digest(self, digest: bytes) -> bytes:
+        await asyncio.sleep(random.uniform(0.2, 0.6))
+        return await super().sign_digest(digest)
+
+
+def test_a_slow_signer_makes_seals_larger_not_readings_slower(tmp_path: Path) -> None:
+    config_path = write_config(tmp_path, sources=SIMULATED, seal="interval: 50ms")
+    config = load_config(config_path)
+    signer = SlowSigner.from_files(config.identity.key, config.identity.cert_chain)
+    run_for(config, 2.5, signer=signer)
+    report, data = export_and_verify(config_path)
+    assert report.valid, report.findings
+    stamps = sorted(decode_leaf(r).ts for b in decode_bundle(data).batches for r in b.readings if decode_leaf(r).tag == "temp")
+    widest = max(b - a for a, b in zip(stamps, stamps[1:]))
+    assert widest < 150_000_000, f"readings stalled {widest / 1e6:.0f} ms while the signer worked"
+    seals = _seals(data)
+    assert len(seals) <= 2.5 / 0.2 + 2, "one signature at a time, each covering what arrived meanwhile"
+    # ~400 readings/s and a 50 ms seal interval: ~20 per seal with a fast signer
+    assert report.readings / len(seals) > 60, "seals grew while the signer was busy"
