@@ -49,9 +49,7 @@ def _tags(config: SourceConfig) -> list[_Tag]:
         sample = _sampler(t.pattern, t.type, t.min, t.max, t.period, t.name, t.value)
         tags.append(_Tag(t.name, sample, fault))
     if g := config.generate:
-        width = len(str(g.count - 1))
-        for i in range(g.count):
-            name = f"{g.prefix}{i:0{width}d}"
+        for name in g.names():
             tags.append(_Tag(name, _sampler(g.pattern, g.type, g.min, g.max, g.period, name), None))
     return tags
 

@@ -1,0 +1,59 @@
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from agent.buffer import schema
+from agent.buffer.store import Buffer, SealRow
+from agent.errors import BufferError_
+
+
+def test_a_new_buffer_is_wal_at_the_current_schema(tmp_path: Path) -> None:
+    buffer = Buffer.open(tmp_path)
+    conn = sqlite3.connect(tmp_path / "buffer.db")
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == schema.SCHEMA_VERSION
+    conn.close()
+    buffer.close()
+
+
+def test_counters_are_derived_from_rows(tmp_path: Path) -> None:
+    buffer = Buffer.open(tmp_path)
+    assert (buffer.next_seq(), buffer.sealed_through(), buffer.last_seal()) == (1, 0, None)
+    buffer.insert_readings([(1, b"a"), (2, b"b"), (3, b"c")])
+    assert buffer.next_seq() == 4 and buffer.sealed_through() == 0
+    buffer.commit_seal(SealRow(1, 1, 2, 5, bytes(32), b"seal-1"))
+    assert buffer.sealed_through() == 2 and buffer.next_seq() == 4
+    buffer.commit_seal(SealRow(2, 10, 0, 6, bytes(32), b"gap-seal"))  # a gap of seqs 3..9, no readings
+    assert buffer.next_seq() == 10
+    assert buffer.start_boot(1) == 1 and buffer.start_boot(2) == 2
+    buffer.close()
+
+
+def test_a_seal_number_is_never_written_twice(tmp_path: Path) -> None:
+    buffer = Buffer.open(tmp_path)
+    buffer.commit_seal(SealRow(1, 1, 1, 5, bytes(32), b"x"))
+    with pytest.raises(BufferError_):
+        buffer.commit_seal(SealRow(1, 2, 1, 5, bytes(32), b"y"))
+    assert [s.cose for s in buffer.seals()] == [b"x"]
+    buffer.close()
+
+
+def test_a_database_from_a_newer_edgeseal_is_refused(tmp_path: Path) -> None:
+    Buffer.open(tmp_path).close()
+    conn = sqlite3.connect(tmp_path / "buffer.db")
+    conn.execute(f"PRAGMA user_version = {schema.SCHEMA_VERSION + 1}")
+    conn.close()
+    with pytest.raises(BufferError_, match="newer than this edgeseal"):
+        Buffer.open(tmp_path)
+
+
+def test_export_side_does_not_create_state(tmp_path: Path) -> None:
+    with pytest.raises(BufferError_, match="no edgeseal state"):
+        Buffer.open(tmp_path / "nothing", create=False)
+    assert not (tmp_path / "nothing").exists()
+
+
+def test_migration_statements_keep_one_transaction() -> None:
+    statements = schema._statements("CREATE TABLE a (x); -- note; with semicolon\nCREATE TABLE b (y);")
+    assert statements == ["CREATE TABLE a (x); -- note; with semicolon", "CREATE TABLE b (y);"]

@@ -1,0 +1,67 @@
+"""The sequencer's bookkeeping against a real buffer on disk."""
+
+import asyncio
+import time
+from pathlib import Path
+
+from agent.buffer.store import Buffer
+from agent.sequencer import Sequencer
+from agent.trust.leaf import decode_leaf
+from drivers.api import Reading
+
+
+def _readings(n: int, tag: str = "t") -> list[Reading]:
+    return [Reading(tag, time.time_ns(), i, 0) for i in range(n)]
+
+
+def _sequencer(buffer: Buffer, max_pending: int = 1000) -> Sequencer:
+    return Sequencer(buffer, max_pending=max_pending, flush_interval=0.01, max_batch=50)
+
+
+def test_flush_numbers_commits_and_batches(tmp_path: Path) -> None:
+    buffer = Buffer.open(tmp_path)
+    seq = _sequencer(buffer)
+    asyncio.run(seq.submit(_readings(30)))
+    assert seq.flush() == 30
+    assert [decode_leaf(leaf).seq for _, leaf in buffer.readings(1, 30)] == list(range(1, 31))
+    assert not seq.batch_full.is_set()
+    asyncio.run(seq.submit(_readings(30)))
+    seq.flush()
+    assert seq.batch_full.is_set(), "max_batch reached: the sealer is woken"
+    batch = seq.take_batch()
+    assert batch is not None and (batch.s0, batch.n, batch.gap) == (1, 60, None)
+    assert seq.take_batch() is None
+    buffer.close()
+
+
+def test_unsealed_readings_of_a_crashed_run_go_into_the_first_batch(tmp_path: Path) -> None:
+    buffer = Buffer.open(tmp_path)
+    seq = _sequencer(buffer)
+    asyncio.run(seq.submit(_readings(12)))
+    seq.flush()
+    buffer.close()  # the process "dies" before sealing
+
+    buffer = Buffer.open(tmp_path)
+    seq = _sequencer(buffer)
+    batch = seq.take_batch()
+    assert batch is not None and (batch.s0, batch.n) == (1, 12)
+    asyncio.run(seq.submit(_readings(1)))
+    seq.flush()
+    assert buffer.next_seq() == 14
+    buffer.close()
+
+
+def test_drops_become_one_gap_until_a_reading_is_committed(tmp_path: Path) -> None:
+    buffer = Buffer.open(tmp_path)
+    seq = _sequencer(buffer, max_pending=10)
+    asyncio.run(seq.submit(_readings(5)))
+    seq.flush()                                   # seq 1..5 committed, open batch
+    asyncio.run(seq.submit(_readings(13)))        # 3 dropped: seq 6..8
+    asyncio.run(seq.submit(_readings(2)))         # 2 more dropped: seq 9..10
+    assert seq.dropped == 5
+    seq.flush()                                   # the 10 queued become 11..20
+    first, second = seq.take_batch(), seq.take_batch()
+    assert first is not None and (first.s0, first.n, first.gap) == (1, 5, None)
+    assert second is not None and (second.s0, second.n) == (11, 10)
+    assert second.gap is not None and (second.gap.first, second.gap.last) == (6, 10)
+    buffer.close()
