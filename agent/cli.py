@@ -16,8 +16,14 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from agent.errors import EdgesealError, UsageError
+
+if TYPE_CHECKING:
+    from cryptography import x509
+
+    from agent.trust.verify import Report
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -46,7 +52,9 @@ def _parser() -> argparse.ArgumentParser:
     verify.add_argument("file", type=Path)
     verify.add_argument("--ca", required=True, type=Path, help="PEM file of trusted root certificate(s)")
     verify.add_argument("--json", action="store_true", help="machine-readable report")
-    verify.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="processes that check batches (default: all cores)")
+    verify.add_argument(
+        "--jobs", type=int, default=os.cpu_count() or 1, help="processes that check batches (default: all cores)"
+    )
 
     sub.add_parser("schema", help="print the configuration's JSON Schema")
     return p
@@ -111,7 +119,8 @@ def _export(args: argparse.Namespace) -> int:
         buffer.close()
     _write_atomically(args.output, bundle.encode())
     kind = "selective" if selection.selective else "full"
-    print(f"{args.output}: {kind} bundle, {summary.batches} batches, {summary.readings} readings, log size {summary.log_size}")
+    print(f"{args.output}: {kind} bundle, {summary.batches} batches, {summary.readings} readings,", end=" ")
+    print(f"log size {summary.log_size}")
     if summary.left_out_unchecked:
         print(f"note: {summary.left_out_unchecked} newer seals are not yet covered by a checkpoint and were left out")
     return 0
@@ -131,7 +140,8 @@ def _verify(args: argparse.Namespace) -> int:
     return 0 if report.valid else 1
 
 
-def _verify_with_jobs(data: bytes, roots: list, jobs: int) -> "Report":
+def _verify_with_jobs(data: bytes, roots: list[x509.Certificate], jobs: int) -> Report:
+    """Batches are checked in `jobs` processes: verification is CPU-bound and per batch."""
     from concurrent.futures import ProcessPoolExecutor
 
     from agent.trust.verify import verify_bundle
@@ -150,8 +160,12 @@ def _schema(args: argparse.Namespace) -> int:
 
 
 _COMMANDS = {
-    "run": _run, "demo": _demo, "check-config": _check_config,
-    "export": _export, "verify": _verify, "schema": _schema,
+    "run": _run,
+    "demo": _demo,
+    "check-config": _check_config,
+    "export": _export,
+    "verify": _verify,
+    "schema": _schema,
 }
 
 
@@ -176,7 +190,7 @@ def _read_bytes(path: Path) -> bytes:
         raise UsageError(f"{path}: cannot read: {exc.strerror}") from None
 
 
-def _read_roots(path: Path) -> list:
+def _read_roots(path: Path) -> list[x509.Certificate]:
     from cryptography import x509
 
     try:

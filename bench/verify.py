@@ -16,9 +16,9 @@ import asyncio
 import hashlib
 import os
 import sys
-from concurrent.futures import ProcessPoolExecutor
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -39,11 +39,21 @@ from provisioning.devca import make_demo_identity  # noqa: E402
 async def make_state(state_dir: Path, signer: SoftwareSigner, readings: int) -> None:
     buffer = Buffer.open(state_dir)
     sequencer = Sequencer(buffer, max_pending=2 * readings, flush_interval=0.02, max_batch=10_000)
-    sealer = Sealer(buffer, sequencer, signer, device_id="bench", boot=buffer.start_boot(time.time_ns()),
-                    interval=1.0, checkpoint_every=50, checkpoint_interval=60.0)
+    sealer = Sealer(
+        buffer,
+        sequencer,
+        signer,
+        device_id="bench",
+        boot=buffer.start_boot(time.time_ns()),
+        interval=1.0,
+        checkpoint_every=50,
+        checkpoint_interval=60.0,
+    )
     ts = time.time_ns()
     for start in range(0, readings, 10_000):
-        await sequencer.submit([Reading(f"tag.{i % 1000:03d}", ts + i, i * 0.25, 0) for i in range(start, start + 10_000)])
+        await sequencer.submit(
+            [Reading(f"tag.{i % 1000:03d}", ts + i, i * 0.25, 0) for i in range(start, start + 10_000)]
+        )
         await sealer.seal_pending()
     await sealer.finish()
     buffer.close()
@@ -80,12 +90,14 @@ def main() -> None:
     baseline_seconds = time.perf_counter() - started
 
     rate, parallel_rate = report.readings / verify_seconds, report.readings / parallel_seconds
-    print(f"edgeseal verify, full bundle of {report.readings:,} readings in {report.batches} batches ({len(data) / 1e6:.1f} MB)")
+    print(f"edgeseal verify, full bundle of {report.readings:,} readings", end=" ")
+    print(f"in {report.batches} batches ({len(data) / 1e6:.1f} MB)")
     print(f"  verified, one process            : {rate:>12,.0f} readings/s ({verify_seconds:.2f} s)")
-    print(f"  verified, {jobs} processes (--jobs) : {parallel_rate:>12,.0f} readings/s ({parallel_seconds:.2f} s, pool start included)")
+    print(f"  verified, {jobs} processes (--jobs) : {parallel_rate:>12,.0f} readings/s", end=" ")
+    print(f"({parallel_seconds:.2f} s, pool start included)")
     print(f"  baseline: one SHA-256 per leaf   : {len(leaves) / baseline_seconds:>12,.0f} leaves/s")
     print(f"  ratio to baseline, one process   : {rate * baseline_seconds / len(leaves):.2f}")
-    print(f"  target                           : >= 300,000 readings/s")
+    print("  target                           : >= 300,000 readings/s")
 
 
 if __name__ == "__main__":

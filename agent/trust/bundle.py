@@ -112,15 +112,17 @@ class Bundle:
         return any(isinstance(b, SelectiveBatch) for b in self.batches)
 
     def encode(self) -> bytes:
-        return cbor.encode({
-            "v": BUNDLE_VERSION,
-            "certs": self.certs,
-            "batches": [b.to_cbor() for b in self.batches],
-            "checkpoints": self.checkpoints,
-            "log_proofs": [p.to_cbor() for p in self.log_proofs],
-            "consistency": [p.to_cbor() for p in self.consistency],
-            "anchors": [a.to_cbor() for a in self.anchors],
-        })
+        return cbor.encode(
+            {
+                "v": BUNDLE_VERSION,
+                "certs": self.certs,
+                "batches": [b.to_cbor() for b in self.batches],
+                "checkpoints": self.checkpoints,
+                "log_proofs": [p.to_cbor() for p in self.log_proofs],
+                "consistency": [p.to_cbor() for p in self.consistency],
+                "anchors": [a.to_cbor() for a in self.anchors],
+            }
+        )
 
 
 def decode_bundle(data: bytes) -> Bundle:
@@ -128,7 +130,7 @@ def decode_bundle(data: bytes) -> Bundle:
         m = cbor.decode(data)
     except cbor.CborError as exc:
         raise NotABundle(f"bundle: {exc}") from None
-    if not isinstance(m, dict) or m.get("v") != BUNDLE_VERSION:
+    if not isinstance(m, dict) or type(m.get("v")) is not int or m["v"] != BUNDLE_VERSION:
         raise NotABundle(f"not an edgeseal bundle of version {BUNDLE_VERSION}")
     _exact_keys(m, BUNDLE_KEYS, "bundle")
     batches = _list(m, "batches", "bundle")
@@ -168,10 +170,13 @@ def _selective_batch(m: Any, where: str) -> SelectiveBatch:
     for i, d in enumerate(_list(m, "disclosed", where)):
         at = f"{where}.disclosed[{i}]"
         _exact_keys(d, {"salt", "leaf", "proof"}, at)
-        disclosed.append(Disclosed(
-            _bytes(d["salt"], f"{at}.salt", SALT_SIZE), _bytes(d["leaf"], f"{at}.leaf"),
-            _inclusion(d["proof"], f"{at}.proof"),
-        ))
+        disclosed.append(
+            Disclosed(
+                _bytes(d["salt"], f"{at}.salt", SALT_SIZE),
+                _bytes(d["leaf"], f"{at}.leaf"),
+                _inclusion(d["proof"], f"{at}.proof"),
+            )
+        )
     return SelectiveBatch(_bytes(m["seal"], f"{where}.seal"), disclosed)
 
 

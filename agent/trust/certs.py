@@ -12,7 +12,7 @@ import hashlib
 from dataclasses import dataclass
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
@@ -35,15 +35,63 @@ def key_id(public_key: ec.EllipticCurvePublicKey) -> bytes:
 
 
 def parse_der_chain(ders: list[bytes]) -> list[x509.Certificate]:
+    return [_parse(i, der) for i, der in enumerate(ders)]
+
+
+def _parse(index: int, der: bytes) -> x509.Certificate:
+    """Parse every field now: cryptography parses lazily, and a damaged field would
+    otherwise raise later, from wherever it is first read."""
+    _check_signature_bits(index, der)
     try:
-        return [x509.load_der_x509_certificate(d) for d in ders]
-    except ValueError as exc:
-        raise ChainError(f"not a DER certificate: {exc}") from None
+        cert = x509.load_der_x509_certificate(der)
+        _ = (cert.version, cert.subject, cert.issuer, cert.extensions, cert.serial_number)
+        _ = (cert.not_valid_before_utc, cert.not_valid_after_utc, cert.signature_hash_algorithm)
+        cert.public_key()
+    except (ValueError, TypeError, UnsupportedAlgorithm, x509.InvalidVersion) as exc:
+        raise ChainError(f"certificate {index} is malformed: {exc}") from None
+    return cert
 
 
-def verify_chain(
-    chain: list[x509.Certificate], roots: list[x509.Certificate], at: dt.datetime
-) -> DeviceIdentity:
+def _check_signature_bits(index: int, der: bytes) -> None:
+    """The signature BIT STRING must declare 0 unused bits. Parsers ignore that byte, so
+    without this check a certificate would have two encodings that both verify."""
+    try:
+        outer, end = _der_element(der, 0)
+        if outer != 0x30 or end != len(der):
+            raise ValueError("not one DER SEQUENCE")
+        offset = _content_start(der, 0)
+        for _ in range(2):  # tbsCertificate, signatureAlgorithm
+            offset = _der_element(der, offset)[1]
+        tag, end = _der_element(der, offset)
+        content = _content_start(der, offset)
+    except (ValueError, IndexError) as exc:
+        raise ChainError(f"certificate {index} is malformed: {exc}") from None
+    if tag != 0x03 or end != len(der) or der[content] != 0:
+        raise ChainError(f"certificate {index} is malformed: signature is not a whole-byte BIT STRING")
+
+
+def _content_start(der: bytes, offset: int) -> int:
+    first = der[offset + 1]
+    return offset + 2 + (first & 0x7F if first & 0x80 else 0)
+
+
+def _der_element(der: bytes, offset: int) -> tuple[int, int]:
+    """(tag, end offset) of the DER element at `offset`."""
+    first = der[offset + 1]
+    if first & 0x80:
+        count = first & 0x7F
+        if not 1 <= count <= 4:
+            raise ValueError("unsupported DER length")
+        length = int.from_bytes(der[offset + 2 : offset + 2 + count], "big")
+    else:
+        length = first
+    end = _content_start(der, offset) + length
+    if end > len(der):
+        raise ValueError("DER element runs past the end")
+    return der[offset], end
+
+
+def verify_chain(chain: list[x509.Certificate], roots: list[x509.Certificate], at: dt.datetime) -> DeviceIdentity:
     """chain = device certificate, then intermediates; `at` is when the data was signed."""
     if not chain:
         raise ChainError("no device certificate")
@@ -63,7 +111,9 @@ def verify_chain(
             except ChainError:
                 continue
             return DeviceIdentity(device, key, device.subject.rfc4514_string(), root.subject.rfc4514_string())
-    raise ChainError(f"no trusted root issued {top.subject.rfc4514_string()!r} (issuer {top.issuer.rfc4514_string()!r})")
+    raise ChainError(
+        f"no trusted root issued {top.subject.rfc4514_string()!r} (issuer {top.issuer.rfc4514_string()!r})"
+    )
 
 
 def _check_issued(child: x509.Certificate, issuer: x509.Certificate) -> None:
@@ -76,9 +126,8 @@ def _check_issued(child: x509.Certificate, issuer: x509.Certificate) -> None:
     try:
         child.verify_directly_issued_by(issuer)
     except (ValueError, TypeError, InvalidSignature) as exc:
-        raise ChainError(
-            f"{child.subject.rfc4514_string()!r} is not issued by {issuer.subject.rfc4514_string()!r}: {exc or 'bad signature'}"
-        ) from None
+        child_name, issuer_name = child.subject.rfc4514_string(), issuer.subject.rfc4514_string()
+        raise ChainError(f"{child_name!r} is not issued by {issuer_name!r}: {exc or 'bad signature'}") from None
 
 
 def _check_validity(cert: x509.Certificate, at: dt.datetime) -> None:

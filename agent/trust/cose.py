@@ -62,9 +62,7 @@ def digest_to_sign(protected: bytes, payload: bytes) -> bytes:
     return hashlib.sha256(to_be_signed(protected, payload)).digest()
 
 
-def assemble(
-    protected: bytes, payload: bytes, signature: bytes, x5chain: list[bytes] | None = None
-) -> bytes:
+def assemble(protected: bytes, payload: bytes, signature: bytes, x5chain: list[bytes] | None = None) -> bytes:
     if len(signature) != 64:
         raise CoseError("an ES256 signature is 64 bytes r||s")
     unprotected: dict[int, Any] = {}

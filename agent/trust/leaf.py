@@ -50,7 +50,20 @@ def decode_leaf(data: bytes) -> Leaf:
             item = cbor.decode(data)
         except cbor.CborError as exc:
             raise LeafError(str(exc)) from None
+        if isinstance(item, list) and len(item) == 5 and not _plain(item[3]):
+            raise LeafError("value must be bool, int, float, text, bytes, null, or arrays and text-keyed maps of them")
     return _checked(item)
+
+
+def _plain(value: Any) -> bool:
+    """Scalars, arrays and text-keyed maps of them (OPC UA arrays and events); no tags."""
+    if type(value) in _SCALARS:
+        return True
+    if isinstance(value, list):
+        return all(_plain(v) for v in value)
+    if isinstance(value, dict):
+        return all(type(k) is str and _plain(v) for k, v in value.items())
+    return False
 
 
 def check_leaves(leaves: Sequence[bytes], first_seq: int) -> None:
@@ -67,9 +80,16 @@ def check_leaves(leaves: Sequence[bytes], first_seq: int) -> None:
     dumps = cbor2.dumps
     for index, (item, raw) in enumerate(zip(items, leaves)):
         if not (
-            type(item) is list and len(item) == 5 and item[0] == first_seq + index
-            and type(item[0]) is int and type(item[1]) is int and type(item[2]) is str and item[2]
-            and type(item[4]) is int and 0 <= item[4] <= MAX_UINT32 and type(item[3]) in _SCALARS
+            type(item) is list
+            and len(item) == 5
+            and item[0] == first_seq + index
+            and type(item[0]) is int
+            and type(item[1]) is int
+            and type(item[2]) is str
+            and item[2]
+            and type(item[4]) is int
+            and 0 <= item[4] <= MAX_UINT32
+            and type(item[3]) in _SCALARS
             and not (item[4] & 0x80000000 and item[3] is not None)
             and dumps(item, canonical=True) == raw
         ):
@@ -91,8 +111,13 @@ def _checked(item: Any) -> Leaf:
         raise LeafError("a leaf is an array of 5 items [seq, ts, tag, value, quality]")
     seq, ts, tag, value, quality = item
     if (
-        type(seq) is int and seq >= 1 and type(ts) is int and type(tag) is str and tag
-        and type(quality) is int and 0 <= quality <= MAX_UINT32
+        type(seq) is int
+        and seq >= 1
+        and type(ts) is int
+        and type(tag) is str
+        and tag
+        and type(quality) is int
+        and 0 <= quality <= MAX_UINT32
         and not (quality & 0x80000000 and value is not None)
     ):
         return Leaf(seq, ts, tag, value, quality)

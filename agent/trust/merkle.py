@@ -146,9 +146,7 @@ def _check_hashes(hashes: Sequence[bytes]) -> None:
         raise ProofError("a hash in the proof is not 32 bytes")
 
 
-def verify_inclusion(
-    leaf: bytes, index: int, size: int, path: Sequence[bytes], root: bytes
-) -> None:
+def verify_inclusion(leaf: bytes, index: int, size: int, path: Sequence[bytes], root: bytes) -> None:
     """RFC 9162 2.1.3.2. Raises ProofError unless `leaf` is at `index` of the tree."""
     if not 0 <= index < size:
         raise ProofError(f"leaf index {index} outside a tree of size {size}")
@@ -172,9 +170,7 @@ def verify_inclusion(
         raise ProofError("inclusion path does not lead to the root")
 
 
-def verify_consistency(
-    size1: int, size2: int, path: Sequence[bytes], root1: bytes, root2: bytes
-) -> None:
+def verify_consistency(size1: int, size2: int, path: Sequence[bytes], root1: bytes, root2: bytes) -> None:
     """RFC 9162 2.1.4.2. Raises ProofError unless tree size1 is a prefix of tree size2."""
     if size1 <= 0:
         raise ProofError("a consistency proof from an empty tree proves nothing")

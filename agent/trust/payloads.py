@@ -55,21 +55,34 @@ class SealPayload:
 
     def encode(self) -> bytes:
         body: dict[str, Any] = {
-            "v": VERSION, "dev": self.dev, "boot": self.boot, "b": self.b, "s0": self.s0,
-            "n": self.n, "root": self.root, "prev": self.prev, "t": self.t,
+            "v": VERSION,
+            "dev": self.dev,
+            "boot": self.boot,
+            "b": self.b,
+            "s0": self.s0,
+            "n": self.n,
+            "root": self.root,
+            "prev": self.prev,
+            "t": self.t,
         }
         if self.gap is not None:
             body["gap"] = self.gap.to_cbor()
         return cbor.encode(body)
 
     @classmethod
-    def decode(cls, data: bytes) -> "SealPayload":
+    def decode(cls, data: bytes) -> SealPayload:
         m = _decode_map(data, {"v", "dev", "boot", "b", "s0", "n", "root", "prev", "t"}, {"gap"})
         gap = _gap(m["gap"]) if "gap" in m else None
         p = cls(
-            dev=_text(m, "dev"), boot=_uint(m, "boot", 1), b=_uint(m, "b", 1),
-            s0=_uint(m, "s0", 1), n=_uint(m, "n", 0), root=_hash(m, "root"),
-            prev=_hash(m, "prev"), t=_uint(m, "t", 0), gap=gap,
+            dev=_text(m, "dev"),
+            boot=_uint(m, "boot", 1),
+            b=_uint(m, "b", 1),
+            s0=_uint(m, "s0", 1),
+            n=_uint(m, "n", 0),
+            root=_hash(m, "root"),
+            prev=_hash(m, "prev"),
+            t=_uint(m, "t", 0),
+            gap=gap,
         )
         if p.n == 0 and gap is None:
             raise PayloadError("a seal of no readings must record a gap")
@@ -86,12 +99,10 @@ class CheckpointPayload:
     t: int
 
     def encode(self) -> bytes:
-        return cbor.encode(
-            {"v": VERSION, "dev": self.dev, "size": self.size, "root": self.root, "t": self.t}
-        )
+        return cbor.encode({"v": VERSION, "dev": self.dev, "size": self.size, "root": self.root, "t": self.t})
 
     @classmethod
-    def decode(cls, data: bytes) -> "CheckpointPayload":
+    def decode(cls, data: bytes) -> CheckpointPayload:
         m = _decode_map(data, {"v", "dev", "size", "root", "t"}, set())
         return cls(dev=_text(m, "dev"), size=_uint(m, "size", 1), root=_hash(m, "root"), t=_uint(m, "t", 0))
 
@@ -108,7 +119,7 @@ def _decode_map(data: bytes, required: set[str], optional: set[str]) -> dict[str
         raise PayloadError(f"payload lacks {sorted(missing)}")
     if unknown:
         raise PayloadError(f"payload has unknown fields {sorted(map(str, unknown))}")
-    if m["v"] != VERSION:
+    if type(m["v"]) is not int or m["v"] != VERSION:
         raise PayloadError(f"unsupported payload version {m['v']!r}")
     return m
 

@@ -187,7 +187,9 @@ class _Verifier:
         return identity
 
     # step 3
-    def _signatures(self, identity: DeviceIdentity, seals: list[_Seal], checkpoints: list[tuple[cose.Sign1, CheckpointPayload]]) -> None:
+    def _signatures(
+        self, identity: DeviceIdentity, seals: list[_Seal], checkpoints: list[tuple[cose.Sign1, CheckpointPayload]]
+    ) -> None:
         kid = key_id(identity.public_key)
         devices = {s.payload.dev for s in seals} | {c.dev for _, c in checkpoints}
         if len(devices) != 1:
@@ -210,8 +212,11 @@ class _Verifier:
         full = [(s, b) for s, b in zip(seals, self.bundle.batches) if isinstance(b, Batch)]
         problems = self.map_fn(
             check_full_batch,
-            [s.payload.s0 for s, _ in full], [s.payload.n for s, _ in full],
-            [s.payload.root for s, _ in full], [b.salt_key for _, b in full], [b.readings for _, b in full],
+            [s.payload.s0 for s, _ in full],
+            [s.payload.n for s, _ in full],
+            [s.payload.root for s, _ in full],
+            [b.salt_key for _, b in full],
+            [b.readings for _, b in full],
         )
         for (seal, _), problem in zip(full, problems):
             if problem:
@@ -310,7 +315,9 @@ class _Verifier:
                 r.fail(where, f"leaf index {proof.leaf_index} is not b - 1 = {seal.payload.b - 1}")
                 continue
             try:
-                merkle.verify_inclusion(merkle.leaf_hash(seal.cose_bytes), proof.leaf_index, proof.tree_size, proof.path, checkpoint.root)
+                merkle.verify_inclusion(
+                    merkle.leaf_hash(seal.cose_bytes), proof.leaf_index, proof.tree_size, proof.path, checkpoint.root
+                )
             except merkle.ProofError as exc:
                 r.fail(where, f"seal not in the device log at checkpoint {proof.tree_size}: {exc}")
         r.checkpointed_size = sizes[-1]
@@ -322,7 +329,9 @@ class _Verifier:
             return
         for i, (((_, a), (_, b)), proof) in enumerate(zip(pairs, self.bundle.consistency)):
             if (proof.size1, proof.size2) != (a.size, b.size):
-                self.report.fail(f"consistency[{i}]", f"proves {proof.size1}->{proof.size2}, expected {a.size}->{b.size}")
+                self.report.fail(
+                    f"consistency[{i}]", f"proves {proof.size1}->{proof.size2}, expected {a.size}->{b.size}"
+                )
                 continue
             try:
                 merkle.verify_consistency(a.size, b.size, proof.path, a.root, b.root)
@@ -336,10 +345,15 @@ class _Verifier:
             if anchor.checkpoint not in sizes:
                 self.report.fail(f"anchors[{i}]", "anchors a checkpoint that is not in this bundle")
                 continue
-            self.report.anchors.append({
-                "size": sizes[anchor.checkpoint], "chain_id": anchor.chain_id,
-                "block": anchor.block, "confirmations": anchor.confirmations, "checked_on_chain": False,
-            })
+            self.report.anchors.append(
+                {
+                    "size": sizes[anchor.checkpoint],
+                    "chain_id": anchor.chain_id,
+                    "block": anchor.block,
+                    "confirmations": anchor.confirmations,
+                    "checked_on_chain": False,
+                }
+            )
 
 
 def check_full_batch(s0: int, n: int, root: bytes, salt_key: bytes, readings: list[bytes]) -> str | None:
@@ -369,4 +383,4 @@ def _complete_ranges(ordered: list[_Seal]) -> list[tuple[int, int]]:
 
 
 def _utc(ns: int) -> dt.datetime:
-    return dt.datetime.fromtimestamp(ns / 1e9, dt.timezone.utc)
+    return dt.datetime.fromtimestamp(ns / 1e9, dt.UTC)

@@ -13,7 +13,7 @@ from agent.trust.leaf import LeafError, check_leaves, encode_leaf
 def test_map_keys_sort_bytewise_not_length_first() -> None:
     # RFC 8949 4.2.1 orders by encoded bytes: 33 (0x1821) before -1 (0x20).
     keys = {1: 0, 4: 0, 15: 0, 33: 0, -1: 0}
-    assert cbor.encode(keys).hex() == "a5" "0100" "0400" "0f00" "182100" "2000"
+    assert cbor.encode(keys).hex() == "a5010004000f001821002000"
     assert cbor.encode(keys) != cbor2.dumps(keys, canonical=True)
 
 
@@ -24,9 +24,16 @@ def test_text_keys_sort_by_encoded_bytes() -> None:
 @pytest.mark.parametrize(
     ("value", "encoded"),
     [
-        (0.0, "f90000"), (-0.0, "f98000"), (1.5, "f93e00"), (65504.0, "f97bff"),
-        (100000.0, "fa47c35000"), (0.1, "fb3fb999999999999a"), (math.inf, "f97c00"),
-        (-math.inf, "f9fc00"), (math.nan, "f97e00"), (5.960464477539063e-08, "f90001"),
+        (0.0, "f90000"),
+        (-0.0, "f98000"),
+        (1.5, "f93e00"),
+        (65504.0, "f97bff"),
+        (100000.0, "fa47c35000"),
+        (0.1, "fb3fb999999999999a"),
+        (math.inf, "f97c00"),
+        (-math.inf, "f9fc00"),
+        (math.nan, "f97e00"),
+        (5.960464477539063e-08, "f90001"),
     ],
 )
 def test_floats_take_their_shortest_exact_form(value: float, encoded: str) -> None:
@@ -35,8 +42,18 @@ def test_floats_take_their_shortest_exact_form(value: float, encoded: str) -> No
 
 @pytest.mark.parametrize(
     ("value", "encoded"),
-    [(0, "00"), (23, "17"), (24, "1818"), (255, "18ff"), (256, "190100"), (2**32, "1b0000000100000000"),
-     (-1, "20"), (-25, "3818"), (2**64 - 1, "1bffffffffffffffff"), (-(2**64), "3bffffffffffffffff")],
+    [
+        (0, "00"),
+        (23, "17"),
+        (24, "1818"),
+        (255, "18ff"),
+        (256, "190100"),
+        (2**32, "1b0000000100000000"),
+        (-1, "20"),
+        (-25, "3818"),
+        (2**64 - 1, "1bffffffffffffffff"),
+        (-(2**64), "3bffffffffffffffff"),
+    ],
 )
 def test_integers_take_their_shortest_form(value: int, encoded: str) -> None:
     assert cbor.encode(value).hex() == encoded
@@ -63,12 +80,23 @@ def test_decode_rejects_non_deterministic_input(data: str, why: str) -> None:
 
 
 scalars = st.one_of(
-    st.none(), st.booleans(), st.integers(min_value=-(2**64), max_value=2**64 - 1),
-    st.floats(allow_nan=True), st.text(), st.binary(),
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**64), max_value=2**64 - 1),
+    st.floats(allow_nan=True),
+    st.text(),
+    st.binary(),
 )
 values = st.recursive(
     scalars,
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=5) | st.integers(-100, 100), inner, max_size=4),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=5) | st.integers(-100, 100), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+leaf_values = st.recursive(
+    scalars,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=5), inner, max_size=4),
     max_leaves=12,
 )
 
@@ -91,7 +119,14 @@ def test_float32_values_never_take_eight_bytes(x: float) -> None:
     assert struct.unpack(">f", encoded[1:].rjust(4, b"\0"))[0] == x or len(encoded) == 3
 
 
-@given(st.integers(1, 2**40), st.lists(st.tuples(st.integers(0, 2**63), st.text(min_size=1, max_size=8), values, st.sampled_from([0, 0x40900000])), min_size=1, max_size=20))
+@given(
+    st.integers(1, 2**40),
+    st.lists(
+        st.tuples(st.integers(0, 2**63), st.text(min_size=1, max_size=8), leaf_values, st.sampled_from([0, 0x40900000])),
+        min_size=1,
+        max_size=20,
+    ),
+)
 def test_batch_leaf_check_accepts_exactly_consecutive_strict_leaves(s0: int, rows: list[tuple]) -> None:
     leaves = [cbor.encode([s0 + i, *row]) for i, row in enumerate(rows)]
     check_leaves(leaves, s0)
@@ -107,3 +142,15 @@ def test_batch_leaf_check_rejects_shifted_boundaries_and_non_shortest_forms() ->
         check_leaves([a, b[:-3] + bytes.fromhex("fa40200000")], 1)  # 2.5 as float32
     with pytest.raises(LeafError, match="Bad quality"):
         check_leaves([encode_leaf(1, 5, "t", 1.5, 0x80050000)], 1)
+
+
+def test_leaf_values_are_plain_data_without_tags() -> None:
+    from agent.trust.leaf import decode_leaf
+
+    assert decode_leaf(cbor.encode([1, 2, "t", {"a": [1, 2.5, None]}, 0])).value == {"a": [1, 2.5, None]}
+    with pytest.raises(LeafError, match="value must be"):
+        decode_leaf(cbor.encode([1, 2, "t", cbor2.CBORTag(40000, 5), 0]))
+    with pytest.raises(LeafError, match="datetime"):
+        decode_leaf(cbor.encode([1, 2, "t", cbor2.CBORTag(1, 5), 0]))
+    with pytest.raises(LeafError, match="value must be"):
+        decode_leaf(cbor.encode([1, 2, "t", {1: 2}, 0]))

@@ -54,7 +54,9 @@ def test_consistency_proofs_for_every_prefix(size2: int) -> None:
         merkle.verify_consistency(size1, size2, path, TREE.root(size1), root2)
         if size1 < size2:
             with pytest.raises(merkle.ProofError):
-                merkle.verify_consistency(size1, size2, path, TREE.root(size1), TREE.root(size2 - 1) if size2 - 1 != size1 else HASHES[0])
+                merkle.verify_consistency(
+                    size1, size2, path, TREE.root(size1), TREE.root(size2 - 1) if size2 - 1 != size1 else HASHES[0]
+                )
 
 
 @given(st.integers(2, 299), st.data())
