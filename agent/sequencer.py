@@ -20,13 +20,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from agent.buffer.store import Buffer, BufferWriteError
-from drivers.api import Reading
 from agent.trust.leaf import SALT_KEY_SIZE, encode_leaf, leaf_hashes
 from agent.trust.payloads import Gap
+from drivers.api import Reading
 
 log = logging.getLogger(__name__)
 
 FLUSH_CHUNK = 20_000  # rows per transaction: bounds one flush's stall of the event loop
+BAD = 0x80000000  # StatusCode severity bit: a Bad reading carries no value (DESIGN 3.1)
 
 
 @dataclass
@@ -52,9 +53,7 @@ class OpenBatch:
 
 
 class Sequencer:
-    def __init__(
-        self, buffer: Buffer, *, max_pending: int, flush_interval: float, max_batch: int
-    ) -> None:
+    def __init__(self, buffer: Buffer, *, max_pending: int, flush_interval: float, max_batch: int) -> None:
         self._buffer = buffer
         self._max_pending = max_pending
         self._max_batch = max_batch
@@ -109,7 +108,10 @@ class Sequencer:
         while self._queue:
             chunk = [self._queue.popleft() for _ in range(min(FLUSH_CHUNK, len(self._queue)))]
             seq = self._next_seq
-            leaves = [encode_leaf(s, r.ts, r.tag, r.value, r.quality) for s, r in enumerate(chunk, seq)]
+            leaves = [
+                encode_leaf(s, r.ts, r.tag, None if r.quality & BAD else r.value, r.quality)
+                for s, r in enumerate(chunk, seq)
+            ]
             try:
                 self._buffer.insert_readings(list(zip(range(seq, seq + len(leaves)), leaves)))
             except BufferWriteError as exc:

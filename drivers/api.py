@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import Any, NamedTuple, Protocol, Sequence, runtime_checkable
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 Value = bool | int | float | str | bytes | None | list[Any] | dict[str, Any]
 
@@ -39,7 +40,9 @@ def is_good(quality: int) -> bool:
 
 
 class Reading(NamedTuple):
-    """One value of one tag. `ts` is integer nanoseconds since the Unix epoch, UTC."""
+    """One value of one tag. `ts` is integer nanoseconds since the Unix epoch, UTC.
+    A reading with a Bad quality carries no value (the agent stores null for it);
+    Uncertain qualities may carry one, e.g. Uncertain_LastUsableValue."""
 
     tag: str
     ts: int

@@ -55,11 +55,11 @@ def test_drops_become_one_gap_until_a_reading_is_committed(tmp_path: Path) -> No
     buffer = Buffer.open(tmp_path)
     seq = _sequencer(buffer, max_pending=10)
     asyncio.run(seq.submit(_readings(5)))
-    seq.flush()                                   # seq 1..5 committed, open batch
-    asyncio.run(seq.submit(_readings(13)))        # 3 dropped: seq 6..8
-    asyncio.run(seq.submit(_readings(2)))         # 2 more dropped: seq 9..10
+    seq.flush()  # seq 1..5 committed, open batch
+    asyncio.run(seq.submit(_readings(13)))  # 3 dropped: seq 6..8
+    asyncio.run(seq.submit(_readings(2)))  # 2 more dropped: seq 9..10
     assert seq.dropped == 5
-    seq.flush()                                   # the 10 queued become 11..20
+    seq.flush()  # the 10 queued become 11..20
     first, second = seq.take_batch(), seq.take_batch()
     assert first is not None and (first.s0, first.n, first.gap) == (1, 5, None)
     assert second is not None and (second.s0, second.n) == (11, 10)
