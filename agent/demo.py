@@ -8,17 +8,18 @@ verifies its data at DIR/ca.pem. Running it again continues the same device hist
 from __future__ import annotations
 
 import asyncio
-import logging
 import importlib.resources
+import logging
 from pathlib import Path
+
+from cryptography import x509
 
 from agent.buffer.store import Buffer
 from agent.config import load_config
 from agent.export import Selection, export_bundle
+from agent.report import render_text
 from agent.runtime import RunStats, install_signal_handlers, run_agent
 from agent.trust.verify import verify_bundle
-from agent.report import render_text
-from cryptography import x509
 from provisioning.devca import make_demo_identity
 
 DEVICE_ID = "demo-press-line-1"
@@ -34,7 +35,8 @@ def run_demo(directory: Path, seconds: float) -> int:
     logging.getLogger().setLevel(logging.WARNING)  # the demo prints its own summary
     print(f"edgeseal demo: device {DEVICE_ID}, software key (development only, not a TPM), {seconds:g} s")
     stats = asyncio.run(_run_for(config, seconds))
-    print(f"  agent       boot {stats.boot}: {stats.seals} seals made, device log size {stats.log_size}, {stats.dropped} readings dropped")
+    print(f"  agent       boot {stats.boot}: {stats.seals} seals made, device log size {stats.log_size},", end=" ")
+    print(f"{stats.dropped} readings dropped")
 
     roots = x509.load_pem_x509_certificates(identity.ca_path.read_bytes())
     buffer = Buffer.open(config.buffer.dir, create=False)

@@ -68,7 +68,10 @@ def export_bundle(buffer: Buffer, selection: Selection = Selection()) -> tuple[B
         chosen = [(row, batch) for row, batch in picked if batch.disclosed]
         readings = sum(len(batch.disclosed) for _, batch in chosen)
     else:
-        chosen = [(row, Batch(row.cose, row.salt_key, [leaf for _, leaf in buffer.readings(row.s0, row.s0 + row.n - 1)])) for row in rows]
+        chosen = [
+            (row, Batch(row.cose, row.salt_key, [leaf for _, leaf in buffer.readings(row.s0, row.s0 + row.n - 1)]))
+            for row in rows
+        ]
         readings = sum(row.n for row in rows)
     if not chosen:
         raise NothingToExport("no sealed reading matches the selection")

@@ -19,10 +19,7 @@ def as_dict(report: Report) -> dict[str, Any]:
         "readings": report.readings,
         "boots": report.boots,
         "complete_seq_ranges": [list(r) for r in report.complete],
-        "gaps": [
-            {"from": g.first, "to": g.last, "why": g.why, "batch": g.b, "signed": g.signed}
-            for g in report.gaps
-        ],
+        "gaps": [{"from": g.first, "to": g.last, "why": g.why, "batch": g.b, "signed": g.signed} for g in report.gaps],
         "tags": dict(sorted(report.tags.items())),
         "checkpointed_log_size": report.checkpointed_size,
         "anchors": report.anchors,
@@ -43,8 +40,10 @@ def render_text(report: Report, name: str) -> str:
     if report.batches:
         kind = "selective: disclosed readings only" if report.selective else "full"
         proven = "verified readings" if report.valid else "readings verified before the findings below"
-        lines.append(f"  content     {report.readings} {proven} in {report.batches} batches "
-                     f"(b {report.first_b}..{report.last_b}, boots {_list(report.boots)}; {kind})")
+        lines.append(
+            f"  content     {report.readings} {proven} in {report.batches} batches "
+            f"(b {report.first_b}..{report.last_b}, boots {_list(report.boots)}; {kind})"
+        )
     if report.tags:
         lines.append("  disclosed   " + ", ".join(f"{tag} ({n})" for tag, n in sorted(report.tags.items())))
     if report.complete:
@@ -53,10 +52,13 @@ def render_text(report: Report, name: str) -> str:
         origin = f"signed in batch {g.b}" if g.signed else "unsigned"
         lines.append(f"  gap         seq {g.first}..{g.last}: {g.why} ({origin})")
     if report.checkpointed_size:
-        lines.append(f"  device log  every batch is in the signed seal log (checkpoint size {report.checkpointed_size})")
+        lines.append(
+            f"  device log  every batch is in the signed seal log (checkpoint size {report.checkpointed_size})"
+        )
     if report.anchors:
         for a in report.anchors:
-            lines.append(f"  anchor      log size {a['size']} claimed in block {a['block']} of chain {a['chain_id']} (not checked against the chain)")
+            claim = f"log size {a['size']} claimed in block {a['block']} of chain {a['chain_id']}"
+            lines.append(f"  anchor      {claim} (not checked against the chain)")
     elif report.valid:
         lines.append("  anchored    no (the bundle carries no anchor records)")
     for f in report.findings:

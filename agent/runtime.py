@@ -46,12 +46,19 @@ async def run_agent(config: Any, stop: asyncio.Event, signer: Signer | None = No
     try:
         stats.boot = buffer.start_boot(time.time_ns())
         sequencer = Sequencer(
-            buffer, max_pending=config.buffer.max_pending,
-            flush_interval=config.buffer.flush_interval, max_batch=config.seal.max_readings,
+            buffer,
+            max_pending=config.buffer.max_pending,
+            flush_interval=config.buffer.flush_interval,
+            max_batch=config.seal.max_readings,
         )
         sealer = Sealer(
-            buffer, sequencer, signer, device_id=config.device.id, boot=stats.boot,
-            interval=config.seal.interval, checkpoint_every=config.seal.checkpoint_every,
+            buffer,
+            sequencer,
+            signer,
+            device_id=config.device.id,
+            boot=stats.boot,
+            interval=config.seal.interval,
+            checkpoint_every=config.seal.checkpoint_every,
             checkpoint_interval=config.seal.checkpoint_interval,
         )
         log.info("edgeseal started: device %s, boot %d, next seq %d", config.device.id, stats.boot, buffer.next_seq())
@@ -63,7 +70,9 @@ async def run_agent(config: Any, stop: asyncio.Event, signer: Signer | None = No
     return stats
 
 
-async def _run_pipeline(config: Any, sequencer: Sequencer, sealer: Sealer, stop: asyncio.Event, stats: RunStats) -> None:
+async def _run_pipeline(
+    config: Any, sequencer: Sequencer, sealer: Sealer, stop: asyncio.Event, stats: RunStats
+) -> None:
     flusher = asyncio.create_task(sequencer.run(), name="sequencer")
     sealing = asyncio.create_task(sealer.run(stop), name="sealer")
     sources = [

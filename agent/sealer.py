@@ -14,6 +14,8 @@ import logging
 import time
 from collections.abc import Callable
 
+from cryptography.hazmat.primitives.serialization import Encoding
+
 from agent.buffer.store import Buffer, BufferWriteError, SealRow
 from agent.keys.signer import Signer, key_id
 from agent.sequencer import OpenBatch, Sequencer
@@ -26,7 +28,6 @@ from agent.trust.payloads import (
     SealPayload,
     seal_digest,
 )
-from cryptography.hazmat.primitives.serialization import Encoding
 
 log = logging.getLogger(__name__)
 
@@ -92,8 +93,15 @@ class Sealer:
     async def _seal(self, batch: OpenBatch) -> None:
         b = self._log.size + 1
         payload = SealPayload(
-            dev=self._device_id, boot=self._boot, b=b, s0=batch.s0, n=batch.n,
-            root=merkle.root_of(batch.hashes), prev=self._prev, t=self._clock(), gap=batch.gap,
+            dev=self._device_id,
+            boot=self._boot,
+            b=b,
+            s0=batch.s0,
+            n=batch.n,
+            root=merkle.root_of(batch.hashes),
+            prev=self._prev,
+            t=self._clock(),
+            gap=batch.gap,
         )
         cose_bytes = await self._sign(SEAL_CONTENT_TYPE, payload.encode(), self._send_chain)
         row = SealRow(b, batch.s0, batch.n, payload.t, batch.salt_key, cose_bytes)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
@@ -21,16 +21,22 @@ from agent.errors import KeyError_, UsageError
 # IEEE 802.1AR: a device identity lasts as long as the device, so an IDevID has no
 # well-defined expiry and uses this GeneralizedTime value. The CAs use it too: a chain is
 # only as valid as its shortest-lived certificate.
-NO_EXPIRY = datetime(9999, 12, 31, 23, 59, 59, tzinfo=timezone.utc)
+NO_EXPIRY = datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC)
 
 # X.520 upper bounds; serialNumber is a PrintableString, so its alphabet is limited.
 _MAX_NAME = 64
 _PRINTABLE = re.compile(r"[A-Za-z0-9 '()+,\-./:=?]+")
 
 _CA_USAGE = dict(
-    digital_signature=False, content_commitment=False, key_encipherment=False,
-    data_encipherment=False, key_agreement=False, key_cert_sign=True, crl_sign=True,
-    encipher_only=False, decipher_only=False,
+    digital_signature=False,
+    content_commitment=False,
+    key_encipherment=False,
+    data_encipherment=False,
+    key_agreement=False,
+    key_cert_sign=True,
+    crl_sign=True,
+    encipher_only=False,
+    decipher_only=False,
 )
 _DEVICE_USAGE = {**_CA_USAGE, "digital_signature": True, "key_cert_sign": False, "crl_sign": False}
 
@@ -93,13 +99,13 @@ def build_csr(
     if not isinstance(private_key.curve, ec.SECP256R1):
         raise KeyError_(f"the device key must be EC P-256, not {private_key.curve.name}")
     if not _PRINTABLE.fullmatch(device_id) or len(device_id) > _MAX_NAME:
-        raise UsageError(
-            f"device id {device_id!r}: use 1 to {_MAX_NAME} letters, digits, spaces or '()+,-./:=?"
-        )
+        raise UsageError(f"device id {device_id!r}: use 1 to {_MAX_NAME} letters, digits, spaces or '()+,-./:=?")
     # Most general first, as X.501 orders a name: O, OU, then the device itself.
     attributes = []
-    for label, oid, value in (("organization", NameOID.ORGANIZATION_NAME, organization),
-                              ("model", NameOID.ORGANIZATIONAL_UNIT_NAME, model)):
+    for label, oid, value in (
+        ("organization", NameOID.ORGANIZATION_NAME, organization),
+        ("model", NameOID.ORGANIZATIONAL_UNIT_NAME, model),
+    ):
         if value is not None:
             _check_name(label, value)
             attributes.append(x509.NameAttribute(oid, value))
@@ -128,10 +134,12 @@ def _check_csr(csr: x509.CertificateSigningRequest) -> None:
 
 def _ca_name(organization: str, common_name: str) -> x509.Name:
     _check_name("common name", common_name)
-    return x509.Name([
-        x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization),
-        x509.NameAttribute(NameOID.COMMON_NAME, common_name),
-    ])
+    return x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization),
+            x509.NameAttribute(NameOID.COMMON_NAME, common_name),
+        ]
+    )
 
 
 def _ca_certificate(
@@ -157,7 +165,7 @@ def _ca_certificate(
 def _builder(
     subject: x509.Name, issuer: x509.Name, public_key: ec.EllipticCurvePublicKey, not_before: datetime | None
 ) -> x509.CertificateBuilder:
-    start = not_before or datetime.now(timezone.utc).replace(microsecond=0)
+    start = not_before or datetime.now(UTC).replace(microsecond=0)
     return (
         x509.CertificateBuilder()
         .subject_name(subject)

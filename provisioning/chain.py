@@ -7,7 +7,7 @@ It is not a full RFC 5280 path validation (no revocation, no name constraints).
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -16,7 +16,6 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from agent.keys.signer import key_id
-
 
 # rfc4514_string() knows no short name for serialNumber and would print "2.5.4.5".
 _NAMES = {NameOID.SERIAL_NUMBER: "serialNumber"}
@@ -38,15 +37,13 @@ def describe_chain(certs: list[x509.Certificate]) -> list[str]:
     return lines
 
 
-def chain_problems(
-    certs: list[x509.Certificate], root: x509.Certificate, *, now: datetime | None = None
-) -> list[str]:
+def chain_problems(certs: list[x509.Certificate], root: x509.Certificate, *, now: datetime | None = None) -> list[str]:
     """What is wrong with `certs` (leaf first) as a chain to `root`; empty when nothing is."""
     if not certs:
         return ["the chain holds no certificate"]
     if certs[-1] == root:
         certs = certs[:-1]  # a chain file may end with the root itself
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     problems = []
     for index, cert in enumerate(certs):
         issuer, issuer_label = (

@@ -159,7 +159,9 @@ def _parser() -> argparse.ArgumentParser:
         dest="key_command", required=True, metavar="COMMAND"
     )
     create = key.add_parser(
-        "create", parents=[leaf], help="create a software device key",
+        "create",
+        parents=[leaf],
+        help="create a software device key",
         description="Create a software device key (development, test, demo). A production"
         " key lives in the TPM and is created with 'tpm keygen'.",
     )
@@ -186,6 +188,8 @@ def _passphrase_options(parser: argparse.ArgumentParser) -> None:
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--passphrase-file", type=Path, help="file holding the CA key passphrase")
     source.add_argument(
-        "--passphrase-env", default=PASSPHRASE_ENV, metavar="VAR",
+        "--passphrase-env",
+        default=PASSPHRASE_ENV,
+        metavar="VAR",
         help=f"environment variable holding the passphrase (default {PASSPHRASE_ENV})",
     )

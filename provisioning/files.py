@@ -61,9 +61,7 @@ def write_private(path: Path, data: bytes, *, overwrite: bool = False) -> None:
 
 def write_device_key(path: Path, key: ec.EllipticCurvePrivateKey, *, overwrite: bool = False) -> None:
     """A software device key, unencrypted PKCS#8 PEM as `agent.keys.software` reads it."""
-    pem = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     write_private(path, pem, overwrite=overwrite)
 
 

@@ -9,17 +9,19 @@ from typing import Any
 
 from cryptography import x509
 
+from agent.buffer.store import Buffer
 from agent.config import Config, load_config
+from agent.export import Selection, export_bundle
 from agent.runtime import RunStats, run_agent
 from agent.trust.verify import Report, verify_bundle
-from agent.buffer.store import Buffer
-from agent.export import Selection, export_bundle
 from provisioning.devca import make_demo_identity
 
 DEVICE_ID = "test-gateway-1"
 
 
-def write_config(directory: Path, *, sources: str, seal: str = "interval: 200ms\n  checkpoint_every: 3\n  checkpoint_interval: 1s") -> Path:
+def write_config(
+    directory: Path, *, sources: str, seal: str = "interval: 200ms\n  checkpoint_every: 3\n  checkpoint_interval: 1s"
+) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     make_demo_identity(directory, DEVICE_ID)
     path = directory / "edgeseal.yaml"

@@ -16,8 +16,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from agent.errors import BufferError_
 from agent.buffer.schema import migrate
+from agent.errors import BufferError_
 from agent.trust import cbor, merkle
 
 DB_NAME = "buffer.db"
@@ -43,7 +43,7 @@ class Buffer:
         self.path = path
 
     @classmethod
-    def open(cls, state_dir: str | os.PathLike[str], *, create: bool = True) -> "Buffer":
+    def open(cls, state_dir: str | os.PathLike[str], *, create: bool = True) -> Buffer:
         directory = Path(state_dir)
         path = directory / DB_NAME
         if not create and not path.exists():
@@ -115,9 +115,7 @@ class Buffer:
 
     def seals(self, first_b: int = 1, last_b: int | None = None) -> Iterator[SealRow]:
         last_b = last_b if last_b is not None else 2**62
-        for row in self._conn.execute(
-            "SELECT * FROM seals WHERE b BETWEEN ? AND ? ORDER BY b", (first_b, last_b)
-        ):
+        for row in self._conn.execute("SELECT * FROM seals WHERE b BETWEEN ? AND ? ORDER BY b", (first_b, last_b)):
             yield SealRow(*row)
 
     def seal_log_leaf_hashes(self) -> list[bytes]:
@@ -126,9 +124,7 @@ class Buffer:
     def commit_checkpoint(self, size: int, t: int, cose_bytes: bytes) -> None:
         try:
             with self._durable():
-                self._conn.execute(
-                    "INSERT INTO checkpoints(size, t, cose) VALUES (?, ?, ?)", (size, t, cose_bytes)
-                )
+                self._conn.execute("INSERT INTO checkpoints(size, t, cose) VALUES (?, ?, ?)", (size, t, cose_bytes))
         except sqlite3.Error as exc:
             raise BufferWriteError(f"cannot store checkpoint {size}: {exc}") from None
 
@@ -156,7 +152,7 @@ class Buffer:
 
     # -- transactions ---------------------------------------------------------------
 
-    def _durable(self) -> "_DurableTransaction":
+    def _durable(self) -> _DurableTransaction:
         return _DurableTransaction(self)
 
     def _rollback(self) -> None:

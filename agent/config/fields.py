@@ -102,12 +102,7 @@ def describe(declared: Any, metadata: list[Any]) -> str:
 
 
 def _bounds(metadata: list[Any]) -> str:
-    parts = [
-        f"{sign} {getattr(m, name)}"
-        for m in metadata
-        for cls, (sign, name) in _BOUNDS.items()
-        if type(m) is cls
-    ]
+    parts = [f"{sign} {getattr(m, name)}" for m in metadata for cls, (sign, name) in _BOUNDS.items() if type(m) is cls]
     return " " + " and ".join(parts) if parts else ""
 
 

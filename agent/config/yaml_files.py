@@ -58,9 +58,7 @@ def _syntax_problem(err: yaml.YAMLError, text: str) -> FileProblem:
         line = text.count("\n", 0, err.position) + 1
         column = err.position - text.rfind("\n", 0, err.position)
         character = err.character
-        found = (
-            f"the control character U+{character:04X}" if isinstance(character, int) else "bytes, not text"
-        )
+        found = f"the control character U+{character:04X}" if isinstance(character, int) else "bytes, not text"
         return FileProblem((line, column), f"expected printable text, found {found}")
     return FileProblem((1, 1), f"invalid YAML: {err}")
 
@@ -79,8 +77,7 @@ _TOKENS = {
 }
 
 _PROBLEMS = {
-    "found character '\\t' that cannot start any token": "expected spaces for indentation, "
-    "found a tab character",
+    "found character '\\t' that cannot start any token": "expected spaces for indentation, found a tab character",
     "mapping values are not allowed here": "expected a value, found ': ' (quote a value that contains ': ', "
     "or check the indentation of this line)",
     "could not find expected ':'": "expected ':' after a key, found none (check the indentation)",

@@ -136,12 +136,8 @@ class _Builder:
         file = display_path(os.path.join(os.path.dirname(os.path.abspath(blame.file)), node.value))
         reals = [real for real, _ in self._files]
         if os.path.realpath(file) in reals:
-            cycle = " -> ".join(
-                [shown for _, shown in self._files[reals.index(os.path.realpath(file)) :]] + [file]
-            )
-            self.doc.report(
-                blame, path, f"expected a file not already being included, found a cycle: {cycle}"
-            )
+            cycle = " -> ".join([shown for _, shown in self._files[reals.index(os.path.realpath(file)) :]] + [file])
+            self.doc.report(blame, path, f"expected a file not already being included, found a cycle: {cycle}")
             raise _Unloaded
         root = self._compose(file, blame, path)
         if root is None:
@@ -192,9 +188,7 @@ class _Builder:
         try:
             if isinstance(node, yaml.MappingNode):
                 return self._pairs(node, path)
-            if isinstance(node, yaml.SequenceNode) and all(
-                isinstance(item, yaml.MappingNode) for item in node.value
-            ):
+            if isinstance(node, yaml.SequenceNode) and all(isinstance(item, yaml.MappingNode) for item in node.value):
                 return [pair for item in node.value for pair in self._merge_source(item, path)]
             self.doc.report(
                 _where(node),

@@ -32,8 +32,7 @@ def load_key_file(path: str | os.PathLike[str]) -> ec.EllipticCurvePrivateKey:
         raise KeyError_(f"{path}: cannot read key file: {exc.strerror}") from None
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
         raise KeyError_(
-            f"{path}: key file is accessible by group or others (mode {stat.S_IMODE(mode):04o});"
-            f" run: chmod 600 {path}"
+            f"{path}: key file is accessible by group or others (mode {stat.S_IMODE(mode):04o}); run: chmod 600 {path}"
         )
     try:
         key = serialization.load_pem_private_key(data, password=None)
@@ -60,16 +59,14 @@ def raw_signature(der: bytes) -> bytes:
 
 
 class SoftwareSigner:
-    def __init__(
-        self, private_key: ec.EllipticCurvePrivateKey, chain: list[x509.Certificate]
-    ) -> None:
+    def __init__(self, private_key: ec.EllipticCurvePrivateKey, chain: list[x509.Certificate]) -> None:
         self._key = private_key
         self._chain = chain
         if chain and chain[0].public_key() != private_key.public_key():
             raise KeyError_("the device certificate does not belong to the software key")
 
     @classmethod
-    def from_files(cls, key_path: str | os.PathLike[str], chain_path: str | os.PathLike[str]) -> "SoftwareSigner":
+    def from_files(cls, key_path: str | os.PathLike[str], chain_path: str | os.PathLike[str]) -> SoftwareSigner:
         return cls(load_key_file(key_path), load_certificate_chain(chain_path))
 
     @property

@@ -60,9 +60,7 @@ class _Model(BaseModel):
 class Fault(_Model):
     """A repeating outage: the tag reads with a Bad quality and no value for a while."""
 
-    every: Duration = Field(
-        description="Time from the start of one outage to the start of the next, e.g. 10s."
-    )
+    every: Duration = Field(description="Time from the start of one outage to the start of the next, e.g. 10s.")
     duration: Duration = Field(description="How long each outage lasts, e.g. 2s; shorter than `every`.")
     quality: int = Field(
         int(Quality.BAD_COMMUNICATION_ERROR),
@@ -77,15 +75,12 @@ class Fault(_Model):
         found: list[tuple[SubPath, str]] = []
         if self.duration >= self.every:
             every, duration = format_duration(self.every), format_duration(self.duration)
-            found.append(
-                (("duration",), f"expected a duration shorter than every ({every}), found {duration}")
-            )
+            found.append((("duration",), f"expected a duration shorter than every ({every}), found {duration}"))
         if is_good(self.quality):
             found.append(
                 (
                     ("quality",),
-                    "expected a Bad or Uncertain status code such as 0x80050000, "
-                    f"found 0x{self.quality:08X} (Good)",
+                    f"expected a Bad or Uncertain status code such as 0x80050000, found 0x{self.quality:08X} (Good)",
                 )
             )
         if found:
@@ -113,22 +108,16 @@ class SimTag(_Waveform):
     name: TagName = Field(
         description="Tag name written into every reading, e.g. press.temp; unique across all sources."
     )
-    value: Scalar = Field(
-        None, description="The value of a `constant` pattern: a number, text, true or false."
-    )
+    value: Scalar = Field(None, description="The value of a `constant` pattern: a number, text, true or false.")
     unit: str | None = Field(None, description="Engineering unit, e.g. degC; for documentation only.")
-    fault: Fault | None = Field(
-        None, description="Makes the tag fail on a schedule, to see how failures look."
-    )
+    fault: Fault | None = Field(None, description="Makes the tag fail on a schedule, to see how failures look.")
 
 
 class Generate(_Waveform):
     """Many tags at once, named prefix + zero-padded index, for load tests."""
 
     count: int = Field(ge=1, le=1_000_000, description="How many tags to generate (1 to 1000000).")
-    prefix: Prefix = Field(
-        "sim.", description="Start of every generated name: `sim.` gives sim.000, sim.001..."
-    )
+    prefix: Prefix = Field("sim.", description="Start of every generated name: `sim.` gives sim.000, sim.001...")
 
     def names(self) -> list[str]:
         width = len(str(self.count - 1))

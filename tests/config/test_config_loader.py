@@ -62,9 +62,7 @@ def test_defaults_fill_every_optional_section(tmp_path: Path) -> None:
     )
 
 
-def test_relative_paths_start_at_the_config_files_folder(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_relative_paths_start_at_the_config_files_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     _write(tmp_path, MINIMAL + "buffer:\n  dir: ../state\n", "site/config.yaml")
     config = load_config("site/config.yaml", env={})
@@ -78,9 +76,7 @@ def test_environment_variables_are_substituted_and_typed(tmp_path: Path) -> None
         "keys/device.pem", '"/keys/$${literal}/${KEY}"'
     )
     text += "seal:\n  max_readings: ${N}\n  interval: ${INTERVAL}\n"
-    config = load_config(
-        _write(tmp_path, text), env={"SITE": "press", "KEY": "k.pem", "N": "5", "INTERVAL": "250ms"}
-    )
+    config = load_config(_write(tmp_path, text), env={"SITE": "press", "KEY": "k.pem", "N": "5", "INTERVAL": "250ms"})
     assert config.device.id == "press-7"
     assert config.identity.key == "/keys/${literal}/k.pem"
     assert config.seal.max_readings == 5

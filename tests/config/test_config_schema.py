@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import jsonschema  # noqa: E402
 import pytest
 import yaml
 from pydantic import BaseModel
@@ -23,8 +24,6 @@ from agent.config import (
 )
 from agent.config.yaml_loader import load_yaml
 from agent.errors import ConfigError
-
-import jsonschema  # noqa: E402
 
 ROOT = Path(__file__).parents[2]
 CASES = Path(__file__).parent / "cases"
@@ -74,11 +73,7 @@ def test_schema_accepts_what_the_loader_accepts(case: Path, monkeypatch: pytest.
     must never refuse a file the loader accepts."""
     monkeypatch.chdir(case)
     env_file = case / "env.txt"
-    env = (
-        dict(line.split("=", 1) for line in env_file.read_text().splitlines() if line)
-        if env_file.exists()
-        else {}
-    )
+    env = dict(line.split("=", 1) for line in env_file.read_text().splitlines() if line) if env_file.exists() else {}
     if _loads(case, env):
         assert list(_validator().iter_errors(load_yaml("config.yaml", env).data)) == []
 

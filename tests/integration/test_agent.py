@@ -86,7 +86,9 @@ def test_a_slow_signer_makes_seals_larger_not_readings_slower(tmp_path: Path) ->
     run_for(config, 2.5, signer=signer)
     report, data = export_and_verify(config_path)
     assert report.valid, report.findings
-    stamps = sorted(decode_leaf(r).ts for b in decode_bundle(data).batches for r in b.readings if decode_leaf(r).tag == "temp")
+    stamps = sorted(
+        decode_leaf(r).ts for b in decode_bundle(data).batches for r in b.readings if decode_leaf(r).tag == "temp"
+    )
     widest = max(b - a for a, b in zip(stamps, stamps[1:]))
     assert widest < 150_000_000, f"readings stalled {widest / 1e6:.0f} ms while the signer worked"
     seals = _seals(data)

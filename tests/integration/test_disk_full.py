@@ -32,17 +32,25 @@ def test_full_disk_drops_oldest_and_seals_a_signed_gap(tmp_path: Path) -> None:
     async def scenario() -> None:
         buffer = Buffer.open(tmp_path / "state")
         sequencer = Sequencer(buffer, max_pending=1_000, flush_interval=0.01, max_batch=10_000)
-        sealer = Sealer(buffer, sequencer, signer, device_id="full-disk-1", boot=buffer.start_boot(time.time_ns()),
-                        interval=0.05, checkpoint_every=100, checkpoint_interval=60)
+        sealer = Sealer(
+            buffer,
+            sequencer,
+            signer,
+            device_id="full-disk-1",
+            boot=buffer.start_boot(time.time_ns()),
+            interval=0.05,
+            checkpoint_every=100,
+            checkpoint_interval=60,
+        )
         await sequencer.submit(_readings(0, 500))
-        await sealer.seal_pending()                      # b=1: seq 1..500
+        await sealer.seal_pending()  # b=1: seq 1..500
 
         conn = buffer._conn  # the test plays the full disk: SQLite's own page limit
         pages = conn.execute("PRAGMA page_count").fetchone()[0]
         conn.execute(f"PRAGMA max_page_count = {pages}")
         await sequencer.submit(_readings(500, 600))
         assert sequencer.flush() == 0 and sequencer.pending == 600
-        await sequencer.submit(_readings(1100, 900))      # 1,500 queued: the 500 oldest go
+        await sequencer.submit(_readings(1100, 900))  # 1,500 queued: the 500 oldest go
         assert sequencer.pending == 1_000 and sequencer.dropped == 500
 
         conn.execute("PRAGMA max_page_count = 1073741823")  # space again

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 from cryptography import x509
@@ -60,7 +60,7 @@ def test_not_after_is_the_802_1ar_generalized_time(ca, csr):
 
 
 def test_issue_takes_an_issuer_pair_and_a_start_time(ca, csr):
-    start = datetime(2030, 1, 1, tzinfo=timezone.utc)
+    start = datetime(2030, 1, 1, tzinfo=UTC)
     cert = issue_device_certificate((ca.issuing_key, ca.issuing_cert), csr, not_before=start)
     assert cert.not_valid_before_utc == start
     assert cert.serial_number != issue_device_certificate(ca, csr).serial_number

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -50,8 +50,8 @@ def test_issuer_that_is_not_a_ca_is_reported(ca, csr):
 
 
 def test_certificate_outside_its_validity_is_reported(ca, csr):
-    cert = issue_device_certificate(ca, csr, not_before=datetime(2040, 1, 1, tzinfo=timezone.utc))
-    now = datetime(2039, 12, 31, tzinfo=timezone.utc)
+    cert = issue_device_certificate(ca, csr, not_before=datetime(2040, 1, 1, tzinfo=UTC))
+    now = datetime(2039, 12, 31, tzinfo=UTC)
     assert chain_problems([cert, ca.issuing_cert], ca.root_cert, now=now) == [
         "certificate 0: not valid at 2039-12-31T00:00:00Z"
     ]

@@ -27,8 +27,13 @@ class Factory:
 @pytest.fixture
 def factory(tmp_path, run) -> Factory:
     """The whole factory flow with a software key; each step must succeed."""
-    f = Factory(tmp_path / "ca", tmp_path / "device-key.pem", tmp_path / "device.csr",
-                tmp_path / "device.pem", tmp_path / "device-chain.pem")
+    f = Factory(
+        tmp_path / "ca",
+        tmp_path / "device-key.pem",
+        tmp_path / "device.csr",
+        tmp_path / "device.pem",
+        tmp_path / "device-chain.pem",
+    )
     assert run("ca", "init", "--dir", f.ca_dir, "--org", "Test Factory").code == 0
     assert run("key", "create", "--software", "-o", f.key).code == 0
     assert run("csr", "--key", f.key, "--device-id", "GW-0001", "--model", "EG-200", "-o", f.csr).code == 0
@@ -176,8 +181,10 @@ def test_bad_device_id_is_bad_usage(factory, run, tmp_path):
         (("ca", "init", "--org", "X"), "required: --dir"),
         (("key", "create", "-o", "k.pem"), "--software"),
         (("inspect",), "required: chain"),
-        (("ca", "issue", "--dir", "d", "--csr", "c", "-o", "o", "--passphrase-file", "f",
-          "--passphrase-env", "V"), "not allowed with"),
+        (
+            ("ca", "issue", "--dir", "d", "--csr", "c", "-o", "o", "--passphrase-file", "f", "--passphrase-env", "V"),
+            "not allowed with",
+        ),
     ],
 )
 def test_bad_usage_exits_2(run, argv, message):

@@ -25,7 +25,8 @@ LOAD = """  - name: load
 def _start(config: Path) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [sys.executable, "-m", "agent.cli", "run", "--config", str(config)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
     )
 
 
@@ -36,7 +37,9 @@ def _snapshot(db: Path) -> dict[int, tuple[bytes, int, int, bytes]]:
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
         out = {}
         for b, s0, n, cose in conn.execute("SELECT b, s0, n, cose FROM seals ORDER BY b"):
-            leaves = conn.execute("SELECT leaf FROM readings WHERE seq BETWEEN ? AND ? ORDER BY seq", (s0, s0 + n - 1)).fetchall()
+            leaves = conn.execute(
+                "SELECT leaf FROM readings WHERE seq BETWEEN ? AND ? ORDER BY seq", (s0, s0 + n - 1)
+            ).fetchall()
             assert len(leaves) == n, f"batch {b} lost readings"
             out[b] = (cose, s0, n, hashlib.sha256(b"".join(leaf for (leaf,) in leaves)).digest())
         return out

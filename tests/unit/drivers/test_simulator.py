@@ -25,7 +25,14 @@ def _driver(source: dict, sink: Collect) -> tuple[SimulatorDriver, DriverContext
 
 @pytest.mark.parametrize(
     ("kind", "t", "expected"),
-    [("sine", 0.0, 50.0), ("sine", 15.0, 100.0), ("ramp", 30.0, 50.0), ("step", 10.0, 0.0), ("step", 40.0, 100.0), ("constant", 7.0, 0.0)],
+    [
+        ("sine", 0.0, 50.0),
+        ("sine", 15.0, 100.0),
+        ("ramp", 30.0, 50.0),
+        ("step", 10.0, 0.0),
+        ("step", 40.0, 100.0),
+        ("constant", 7.0, 0.0),
+    ],
 )
 def test_patterns_follow_their_waveform(kind: str, t: float, expected: float) -> None:
     assert math.isclose(make_pattern(kind, 0, 100, 60, "x")(t, 0), expected, abs_tol=1e-9)
@@ -37,12 +44,20 @@ def test_random_patterns_are_reproducible_per_tag_name() -> None:
 
 
 def test_converters_give_each_configured_type() -> None:
-    assert [type(converter(t)(0.7)) for t in ("float", "int", "bool", "text", "bytes")] == [float, int, bool, str, bytes]
+    assert [type(converter(t)(0.7)) for t in ("float", "int", "bool", "text", "bytes")] == [
+        float,
+        int,
+        bool,
+        str,
+        bytes,
+    ]
 
 
 def test_a_faulting_tag_reads_bad_with_no_value_and_others_are_unaffected() -> None:
     sink = Collect()
-    driver, _ = _driver({"tags": [{"name": "ok"}, {"name": "bad", "fault": {"every": "1s", "duration": "999ms"}}]}, sink)
+    driver, _ = _driver(
+        {"tags": [{"name": "ok"}, {"name": "bad", "fault": {"every": "1s", "duration": "999ms"}}]}, sink
+    )
     readings = driver._sample()
     ok, bad = readings
     assert ok.tag == "ok" and is_good(ok.quality) and isinstance(ok.value, float)
