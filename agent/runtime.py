@@ -94,6 +94,8 @@ async def _run_pipeline(
         finally:
             flusher.cancel()
             await asyncio.gather(flusher, return_exceptions=True)
+    if not flusher.cancelled() and flusher.exception() is not None:
+        raise flusher.exception()  # type: ignore[misc]
 
 
 async def _supervise(source: Any, sequencer: Sequencer, state_dir: str, stats: RunStats) -> None:

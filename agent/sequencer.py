@@ -20,14 +20,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from agent.buffer.store import Buffer, BufferWriteError
+from agent.trust.cbor import CborError
 from agent.trust.leaf import SALT_KEY_SIZE, encode_leaf, leaf_hashes
 from agent.trust.payloads import Gap
-from drivers.api import Reading
+from drivers.api import Quality, Reading
 
 log = logging.getLogger(__name__)
 
 FLUSH_CHUNK = 20_000  # rows per transaction: bounds one flush's stall of the event loop
 BAD = 0x80000000  # StatusCode severity bit: a Bad reading carries no value (DESIGN 3.1)
+ENCODE_ERRORS = (CborError, TypeError, ValueError, OverflowError)
 
 
 @dataclass
@@ -64,6 +66,7 @@ class Sequencer:
         self._closed: deque[OpenBatch] = deque()
         self._flush_soon = asyncio.Event()
         self._write_failing = False
+        self._unencodable: set[str] = set()
         self.batch_full = asyncio.Event()
         self.dropped = 0
         self._recover_unsealed()
@@ -108,10 +111,13 @@ class Sequencer:
         while self._queue:
             chunk = [self._queue.popleft() for _ in range(min(FLUSH_CHUNK, len(self._queue)))]
             seq = self._next_seq
-            leaves = [
-                encode_leaf(s, r.ts, r.tag, None if r.quality & BAD else r.value, r.quality)
-                for s, r in enumerate(chunk, seq)
-            ]
+            try:
+                leaves = [
+                    encode_leaf(s, r.ts, r.tag, None if r.quality & BAD else r.value, r.quality)
+                    for s, r in enumerate(chunk, seq)
+                ]
+            except ENCODE_ERRORS:
+                leaves = [self._encode_or_mark(s, r) for s, r in enumerate(chunk, seq)]
             try:
                 self._buffer.insert_readings(list(zip(range(seq, seq + len(leaves)), leaves)))
             except BufferWriteError as exc:
@@ -125,6 +131,17 @@ class Sequencer:
         if self._open.n >= self._max_batch or self._closed:
             self.batch_full.set()
         return committed
+
+    def _encode_or_mark(self, seq: int, r: Reading) -> bytes:
+        """A value the leaf format cannot hold (a driver bug) must not stop the others:
+        the reading is kept, with no value and Bad_EncodingError, and the tag logged once."""
+        try:
+            return encode_leaf(seq, r.ts, r.tag, None if r.quality & BAD else r.value, r.quality)
+        except ENCODE_ERRORS as exc:
+            if r.tag not in self._unencodable:
+                self._unencodable.add(r.tag)
+                log.error("tag %s: value %r cannot be encoded (%s); stored as Bad_EncodingError", r.tag, r.value, exc)
+            return encode_leaf(seq, r.ts, r.tag, None, Quality.BAD_ENCODING_ERROR)
 
     def _drop_oldest(self, count: int) -> None:
         for _ in range(count):

@@ -22,6 +22,7 @@ SALT_KEY_SIZE = 32
 SALT_SIZE = 16
 MAX_UINT32 = 0xFFFFFFFF
 _SCALARS = (int, float, str, bytes, bool, type(None))
+_MIN_INT, _MAX_INT = -(2**64), 2**64 - 1  # CBOR's integer range; cbor2 makes bignums beyond
 
 
 class LeafError(ValueError):
@@ -37,8 +38,16 @@ class Leaf(NamedTuple):
 
 
 def encode_leaf(seq: int, ts: int, tag: str, value: Any, quality: int) -> bytes:
-    if type(value) in _SCALARS:
+    """Raises CborError for a reading the format cannot hold, so no leaf is ever
+    written that a verifier would reject."""
+    if not (type(ts) is int and _MIN_INT <= ts <= _MAX_INT and type(tag) is str and tag):
+        raise cbor.CborError(f"a reading needs integer ns time and a tag name, found ts={ts!r}, tag={tag!r}")
+    if not (isinstance(quality, int) and not isinstance(quality, bool) and 0 <= quality <= MAX_UINT32):
+        raise cbor.CborError(f"quality must be a uint32 status code, found {quality!r}")
+    if type(value) in _SCALARS and (type(value) is not int or _MIN_INT <= value <= _MAX_INT):
         return cbor2.dumps((seq, ts, tag, value, quality), canonical=True)
+    if not _plain(value):
+        raise cbor.CborError(f"value of type {type(value).__name__} is not plain data")
     return cbor.encode((seq, ts, tag, value, quality))
 
 
@@ -58,7 +67,7 @@ def decode_leaf(data: bytes) -> Leaf:
 def _plain(value: Any) -> bool:
     """Scalars, arrays and text-keyed maps of them (OPC UA arrays and events); no tags."""
     if type(value) in _SCALARS:
-        return True
+        return type(value) is not int or _MIN_INT <= value <= _MAX_INT
     if isinstance(value, list):
         return all(_plain(v) for v in value)
     if isinstance(value, dict):
@@ -83,6 +92,7 @@ def check_leaves(leaves: Sequence[bytes], first_seq: int) -> None:
             type(item) is list
             and len(item) == 5
             and item[0] == first_seq + index
+            and item[0] <= _MAX_INT
             and type(item[0]) is int
             and type(item[1]) is int
             and type(item[2]) is str
@@ -90,6 +100,8 @@ def check_leaves(leaves: Sequence[bytes], first_seq: int) -> None:
             and type(item[4]) is int
             and 0 <= item[4] <= MAX_UINT32
             and type(item[3]) in _SCALARS
+            and _MIN_INT <= item[1] <= _MAX_INT
+            and (type(item[3]) is not int or _MIN_INT <= item[3] <= _MAX_INT)
             and not (item[4] & 0x80000000 and item[3] is not None)
             and dumps(item, canonical=True) == raw
         ):
@@ -145,6 +157,8 @@ def _fast_decode(data: bytes) -> list[Any] | None:
         return None  # the strict path reports it
     if type(item) is not list or len(item) != 5 or type(item[3]) not in _SCALARS:
         return None
+    if any(type(x) is int and not _MIN_INT <= x <= _MAX_INT for x in item):
+        return None  # a bignum: the strict path rejects it
     if cbor2.dumps(item, canonical=True) != data:
         raise LeafError("leaf is not deterministic CBOR (RFC 8949 4.2.1)")
     return item

@@ -65,3 +65,28 @@ def test_drops_become_one_gap_until_a_reading_is_committed(tmp_path: Path) -> No
     assert second is not None and (second.s0, second.n) == (11, 10)
     assert second.gap is not None and (second.gap.first, second.gap.last) == (6, 10)
     buffer.close()
+
+
+def test_a_value_the_format_cannot_hold_is_marked_bad_not_fatal(tmp_path: Path) -> None:
+    buffer = Buffer.open(tmp_path)
+    seq = _sequencer(buffer)
+    now = time.time_ns()
+    readings = [Reading("ok", now, 1.5, 0), Reading("odd", now, {1, 2}, 0), Reading("huge", now, 2**70, 0)]
+    asyncio.run(seq.submit(readings))
+    assert seq.flush() == 3
+    leaves = [decode_leaf(leaf) for _, leaf in buffer.readings(1, 3)]
+    assert [(x.tag, x.value, x.quality) for x in leaves] == [
+        ("ok", 1.5, 0),
+        ("odd", None, 0x80060000),
+        ("huge", None, 0x80060000),
+    ]
+    buffer.close()
+
+
+def test_a_bad_reading_never_carries_a_value(tmp_path: Path) -> None:
+    buffer = Buffer.open(tmp_path)
+    seq = _sequencer(buffer)
+    asyncio.run(seq.submit([Reading("t", time.time_ns(), 42, 0x80050000), Reading("t", 1, 7, 0x40900000)]))
+    seq.flush()
+    assert [decode_leaf(leaf)[3:] for _, leaf in buffer.readings(1, 2)] == [(None, 0x80050000), (7, 0x40900000)]
+    buffer.close()

@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from agent.trust import cbor
-from agent.trust.leaf import LeafError, check_leaves, encode_leaf
+from agent.trust.leaf import LeafError, check_leaves, decode_leaf, encode_leaf
 
 
 def test_map_keys_sort_bytewise_not_length_first() -> None:
@@ -122,7 +122,9 @@ def test_float32_values_never_take_eight_bytes(x: float) -> None:
 @given(
     st.integers(1, 2**40),
     st.lists(
-        st.tuples(st.integers(0, 2**63), st.text(min_size=1, max_size=8), leaf_values, st.sampled_from([0, 0x40900000])),
+        st.tuples(
+            st.integers(0, 2**63), st.text(min_size=1, max_size=8), leaf_values, st.sampled_from([0, 0x40900000])
+        ),
         min_size=1,
         max_size=20,
     ),
@@ -154,3 +156,35 @@ def test_leaf_values_are_plain_data_without_tags() -> None:
         decode_leaf(cbor.encode([1, 2, "t", cbor2.CBORTag(1, 5), 0]))
     with pytest.raises(LeafError, match="value must be"):
         decode_leaf(cbor.encode([1, 2, "t", {1: 2}, 0]))
+
+
+@pytest.mark.parametrize(
+    "leaf",
+    [
+        [1, 2, "t", 2**70, 0],  # a bignum (tag 2) value
+        [1, 2**70, "t", 1, 0],  # a bignum time
+        [2**64, 2, "t", 1, 0],  # a bignum seq
+    ],
+)
+def test_bignums_are_not_leaves(leaf: list) -> None:
+    data = cbor2.dumps(leaf, canonical=True)
+    with pytest.raises(LeafError):
+        decode_leaf(data)
+    with pytest.raises(LeafError):
+        check_leaves([data], leaf[0])
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        (1, 2.5, "t", 1, 0),
+        (1, 2, "", 1, 0),
+        (1, 2, "t", 1, -1),
+        (1, 2, "t", 2**64, 0),
+        (1, 2, "t", {3}, 0),
+        (1, 2, "t", {1: 2}, 0),
+    ],
+)
+def test_encode_leaf_refuses_what_a_verifier_would_reject(fields: tuple) -> None:
+    with pytest.raises(cbor.CborError):
+        encode_leaf(*fields)
