@@ -172,7 +172,7 @@ _COMMANDS = {
 def _time(text: str | None, option: str) -> int | None:
     if text is None:
         return None
-    if text.isdigit():
+    if text.isascii() and text.isdigit():
         return int(text)
     try:
         moment = dt.datetime.fromisoformat(text)
@@ -200,7 +200,10 @@ def _read_roots(path: Path) -> list[x509.Certificate]:
 
 
 def _write_atomically(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
+    """Write to a temporary file beside `path`, then rename: a reader never sees half a bundle."""
+    if path.is_dir():
+        raise UsageError(f"{path}: is a directory; give a file name")
+    tmp = path.parent / f".{path.name}.tmp"
     try:
         with open(tmp, "wb") as f:
             f.write(data)
@@ -208,6 +211,7 @@ def _write_atomically(path: Path, data: bytes) -> None:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except OSError as exc:
+        tmp.unlink(missing_ok=True)
         raise UsageError(f"{path}: cannot write: {exc.strerror}") from None
 
 

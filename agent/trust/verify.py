@@ -209,6 +209,12 @@ class _Verifier:
     # step 4
     def _contents(self, seals: list[_Seal]) -> None:
         r = self.report
+        for prev, cur in zip(seals, seals[1:]):
+            if cur.payload.b <= prev.payload.b:
+                r.fail(
+                    f"batches[{cur.index}] (b={cur.payload.b})",
+                    f"batches must be in increasing b order (after b={prev.payload.b})",
+                )
         full = [(s, b) for s, b in zip(seals, self.bundle.batches) if isinstance(b, Batch)]
         problems = self.map_fn(
             check_full_batch,
@@ -234,6 +240,10 @@ class _Verifier:
     def _selective_batch(self, where: str, p: SealPayload, batch: SelectiveBatch) -> None:
         if not batch.disclosed:
             self.report.fail(where, "discloses no reading")
+        indexes = [d.proof.leaf_index for d in batch.disclosed]
+        if indexes != sorted(set(indexes)):
+            self.report.fail(where, "disclosed readings must be in increasing seq order, each once")
+            return
         for i, d in enumerate(batch.disclosed):
             at = f"{where}.disclosed[{i}]"
             try:
