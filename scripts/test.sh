@@ -3,5 +3,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh test
+.venv/bin/ruff check .
 .venv/bin/lint-imports
 exec .venv/bin/python -m pytest "$@"
