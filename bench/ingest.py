@@ -157,7 +157,8 @@ def main() -> None:
     fast_rate, slow_rate, raw_rate = fast[0] / fast[1], slow[0] / slow[1], raw_rows / raw_seconds
     source_rate = source_rows / source_seconds
     print(f"edgeseal ingest, {args.tags} simulated tags, {args.seconds:g} s per run, pinned to one core")
-    for name, (rate, (count, wall, cpu)) in {"software signer ": (fast_rate, fast), "200-600 ms signer": (slow_rate, slow)}.items():
+    runs = {"software signer ": (fast_rate, fast), "200-600 ms signer": (slow_rate, slow)}
+    for name, (rate, (count, wall, cpu)) in runs.items():
         print(f"  sealed+committed, {name}: {rate:>10,.0f} readings/s ({count:,} readings, CPU {cpu / wall:.0%})")
     print(f"  baseline: raw executemany          : {raw_rate:>10,.0f} rows/s ({raw_rows:,} pre-encoded rows)")
     print(f"  baseline: source + encode + insert : {source_rate:>10,.0f} rows/s (no trust work, no event loop)")
