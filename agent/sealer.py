@@ -98,7 +98,7 @@ class Sealer:
             b=b,
             s0=batch.s0,
             n=batch.n,
-            root=merkle.root_of(batch.hashes),
+            root=batch.tree.root(),
             prev=self._prev,
             t=self._clock(),
             gap=batch.gap,

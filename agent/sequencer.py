@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from agent.buffer.store import Buffer, BufferWriteError
 from agent.trust.cbor import CborError
 from agent.trust.leaf import SALT_KEY_SIZE, encode_leaf, leaf_hashes
+from agent.trust.merkle import Frontier
 from agent.trust.payloads import Gap
 from drivers.api import Quality, Reading
 
@@ -34,24 +35,28 @@ ENCODE_ERRORS = (CborError, TypeError, ValueError, OverflowError)
 
 @dataclass
 class OpenBatch:
-    """Readings s0.. committed but not yet sealed, optionally preceded by a gap."""
+    """Readings s0.. committed but not yet sealed, optionally preceded by a gap.
+
+    Only the right edge of the batch's Merkle tree is kept (O(log n) hashes), so a
+    signer that stalls costs no memory however many readings wait, and the seal's root
+    is ready at once."""
 
     s0: int
     gap: Gap | None = None
     salt_key: bytes = field(default_factory=lambda: os.urandom(SALT_KEY_SIZE))
-    hashes: list[bytes] = field(default_factory=list)
+    tree: Frontier = field(default_factory=Frontier)
 
     @property
     def n(self) -> int:
-        return len(self.hashes)
+        return self.tree.size
 
     @property
     def empty(self) -> bool:
-        return not self.hashes and self.gap is None
+        return not self.tree.size and self.gap is None
 
     def add(self, first_seq: int, leaves: Sequence[bytes]) -> None:
         assert first_seq == self.s0 + self.n, "leaves must be contiguous"
-        self.hashes.extend(leaf_hashes(self.salt_key, first_seq, leaves))
+        self.tree.extend(leaf_hashes(self.salt_key, first_seq, leaves))
 
 
 class Sequencer:
