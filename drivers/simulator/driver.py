@@ -9,7 +9,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from drivers.api import DriverContext, Reading, ReadingSink
 from drivers.simulator.config import SourceConfig
@@ -26,8 +26,7 @@ class _Fault:
         return (t % self.every) >= self.every - self.duration
 
 
-@dataclass(frozen=True)
-class _Tag:
+class _Tag(NamedTuple):
     name: str
     sample: Callable[[float, int], Any]
     fault: _Fault | None
@@ -38,7 +37,10 @@ def _sampler(
 ) -> Callable[[float, int], Any]:
     if kind == "constant" and constant is not None:
         return lambda _t, _k: constant
-    pattern, convert = make_pattern(kind, lo, hi, period, name), converter(value_type)
+    pattern = make_pattern(kind, lo, hi, period, name)
+    if value_type == "float":
+        return pattern  # patterns produce floats already
+    convert = converter(value_type)
     return lambda t, k: convert(pattern(t, k))
 
 
@@ -80,13 +82,12 @@ class SimulatorDriver:
         ts = time.time_ns()
         t, k = ts / 1e9, self.samples
         self.samples += 1
-        out = []
-        for tag in self._tags:
-            if tag.fault is not None and tag.fault.active(t):
-                out.append(Reading(tag.name, ts, None, tag.fault.quality))
-            else:
-                out.append(Reading(tag.name, ts, tag.sample(t, k), 0))
-        return out
+        return [
+            Reading(name, ts, None, fault.quality)
+            if fault is not None and fault.active(t)
+            else Reading(name, ts, sample(t, k), 0)
+            for name, sample, fault in self._tags
+        ]
 
 
 def create(config: SourceConfig, sink: ReadingSink, context: DriverContext) -> SimulatorDriver:

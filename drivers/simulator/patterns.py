@@ -25,8 +25,8 @@ def make_pattern(kind: str, lo: float, hi: float, period: float, seed: str) -> P
     if kind == "counter":
         return lambda _, k: lo + k
     if kind == "random":
-        rng = random.Random(zlib.crc32(seed.encode()))
-        return lambda _t, _k: rng.uniform(lo, hi)
+        draw, span = random.Random(zlib.crc32(seed.encode())).random, hi - lo
+        return lambda _t, _k: lo + span * draw()
     if kind == "constant":
         return lambda _t, _k: lo
     raise ValueError(f"unknown pattern {kind!r}")
