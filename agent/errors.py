@@ -4,6 +4,7 @@
     ├── UsageError                 bad command-line use
     ├── ConfigError                invalid configuration: one Problem per finding, all at once
     ├── KeyError_                  a signing key or certificate cannot be used
+    ├── SigningError               a signature failed for now (e.g. a busy TPM): retried
     ├── BufferError_               the state directory / database cannot be used
     ├── InvalidBundle              input is not a usable bundle (malformed, truncated)
     └── VerificationFailed         exit 1: well-formed data that does not verify
@@ -55,6 +56,11 @@ class ConfigError(EdgesealError):
 
 class KeyError_(EdgesealError):
     """A key or certificate problem (named with a trailing underscore: not the builtin)."""
+
+
+class SigningError(EdgesealError):
+    """A signer could not sign this time; the sealer retries with backoff. Signers raise
+    it for transient conditions only: anything else ends the agent."""
 
 
 class BufferError_(EdgesealError):

@@ -4,7 +4,11 @@ A full bundle holds every batch up to the latest checkpoint; a selective one (ta
 time range chosen) holds only matching readings, each with its salt and its inclusion
 path, so one value can be disclosed without its neighbours. Seals after the latest
 checkpoint are left out: a bundle carries nothing that a signed checkpoint does not
-cover. The agent may keep running: SQLite's WAL gives the export a stable snapshot.
+cover. The agent may keep running: the export reads one snapshot of the WAL database.
+
+The export holds the seal log's hashes (32 bytes a seal) and the chosen readings in
+memory; a history of many millions of seals or readings is exported in parts with
+--since/--until.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from dataclasses import dataclass
 
 from agent.buffer.store import Buffer, SealRow
 from agent.errors import EdgesealError
-from agent.trust import cose, merkle
+from agent.trust import merkle
 from agent.trust.bundle import (
     Batch,
     Bundle,
@@ -23,7 +27,7 @@ from agent.trust.bundle import (
     SelectiveBatch,
 )
 from agent.trust.leaf import decode_leaf, leaf_hashes, salt
-from agent.trust.payloads import SEAL_CONTENT_TYPE
+from agent.trust.payloads import open_seal
 
 
 class NothingToExport(EdgesealError):
@@ -57,11 +61,17 @@ class ExportSummary:
 
 
 def export_bundle(buffer: Buffer, selection: Selection = Selection()) -> tuple[Bundle, ExportSummary]:
+    """Every read happens in one snapshot, so an agent writing meanwhile cannot tear it."""
+    with buffer.snapshot():
+        return _export(buffer, selection)
+
+
+def _export(buffer: Buffer, selection: Selection) -> tuple[Bundle, ExportSummary]:
     checkpoints = buffer.checkpoints()
     if not checkpoints:
         raise NothingToExport("no checkpoint yet: nothing is signed into the device log")
     size = checkpoints[-1][0]
-    log = merkle.MerkleTree(buffer.seal_log_leaf_hashes()[:size])
+    log = merkle.MerkleTree(buffer.seal_log_leaf_hashes(size))
     rows = _exportable(buffer, size)
     if selection.selective:
         picked = [(row, _disclose(buffer, row, selection)) for row in rows]
@@ -115,7 +125,7 @@ def _disclose(buffer: Buffer, row: SealRow, selection: Selection) -> SelectiveBa
 
 
 def _certificates(buffer: Buffer, row: SealRow) -> list[bytes]:
-    kid = cose.decode(row.cose, SEAL_CONTENT_TYPE).kid
+    kid = open_seal(row.cose)[0].kid
     chain = buffer.identity_chain(kid)
     if chain is None:
         raise NothingToExport(f"no certificate chain recorded for key id {kid.hex()}")

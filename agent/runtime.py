@@ -18,15 +18,18 @@ from typing import Any
 
 import drivers
 from agent.buffer.store import Buffer
+from agent.errors import KeyError_
 from agent.keys import open_signer
 from agent.keys.signer import Signer
 from agent.sealer import Sealer
 from agent.sequencer import Sequencer
+from agent.trust.certs import device_id_of
 from drivers.api import DriverContext
 
 log = logging.getLogger(__name__)
 
 RESTART_DELAYS = (1.0, 2.0, 5.0, 10.0, 30.0)
+HEALTHY_AFTER = 60.0  # seconds a source must run before its backoff starts over
 
 
 @dataclass
@@ -41,6 +44,7 @@ class RunStats:
 async def run_agent(config: Any, stop: asyncio.Event, signer: Signer | None = None) -> RunStats:
     """Run until `stop` is set; returns what this run did."""
     signer = signer or open_signer(config.identity)
+    _check_identity(signer, config.device.id)
     buffer = Buffer.open(config.buffer.dir)
     stats = RunStats()
     try:
@@ -99,22 +103,34 @@ async def _run_pipeline(
 
 
 async def _supervise(source: Any, sequencer: Sequencer, state_dir: str, stats: RunStats) -> None:
+    """Run one source; a crash (a bug: device faults are readings) restarts it with
+    backoff, which starts over once it has run well for HEALTHY_AFTER seconds."""
     context = DriverContext(source.name, logging.getLogger(f"edgeseal.source.{source.name}"), state_dir)
-    module = drivers.driver_module(source.type)
-    restarts = 0
+    crashes = 0
     while True:
-        driver = module.create(source, sequencer, context)
+        started = time.monotonic()
         try:
+            driver = drivers.driver_module(source.type).create(source, sequencer, context)
             await driver.run()
-            return
+            log.error("source %s stopped by itself; restarting it", source.name)
         except asyncio.CancelledError:
             raise
         except Exception:  # the one broad catch: a driver bug must not stop the agent
-            delay = RESTART_DELAYS[min(restarts, len(RESTART_DELAYS) - 1)]
-            log.exception("source %s crashed; restarting in %.0f s", source.name, delay)
-            restarts += 1
-            stats.driver_restarts[source.name] = restarts
-            await asyncio.sleep(delay)
+            log.exception("source %s crashed", source.name)
+        crashes = 0 if time.monotonic() - started >= HEALTHY_AFTER else crashes + 1
+        stats.driver_restarts[source.name] = stats.driver_restarts.get(source.name, 0) + 1
+        await asyncio.sleep(RESTART_DELAYS[min(crashes, len(RESTART_DELAYS) - 1)])
+
+
+def _check_identity(signer: Signer, device_id: str) -> None:
+    """Seals name the device as configured; the certificate must name the same device,
+    or every verifier would reject what this agent signs."""
+    certified = device_id_of(signer.certificate_chain[0]) if signer.certificate_chain else None
+    if certified != device_id:
+        raise KeyError_(
+            f"device.id is {device_id!r} but the device certificate is for {certified!r};"
+            " fix device.id or install this device's certificate"
+        )
 
 
 def install_signal_handlers(stop: asyncio.Event) -> None:

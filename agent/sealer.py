@@ -12,11 +12,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from agent.buffer.store import Buffer, BufferWriteError, SealRow
+from agent.errors import SigningError
 from agent.keys.signer import Signer, key_id
 from agent.sequencer import OpenBatch, Sequencer
 from agent.trust import cose, merkle
@@ -32,6 +34,7 @@ from agent.trust.payloads import (
 log = logging.getLogger(__name__)
 
 RETRY_DELAYS = (0.1, 0.5, 1.0, 2.0, 5.0)
+T = TypeVar("T")
 
 
 class Sealer:
@@ -57,8 +60,7 @@ class Sealer:
         self._x5chain = [c.public_bytes(Encoding.DER) for c in signer.certificate_chain]
         self._send_chain = True  # the first seal after each start carries the chain
         buffer.remember_identity(self._kid, self._x5chain, boot)  # for exports
-        self._log = merkle.Frontier()
-        self._log.extend(buffer.seal_log_leaf_hashes())
+        self._log = _load_log(buffer)
         last = buffer.last_seal()
         self._prev = seal_digest(last.cose) if last else ZERO_HASH
         self._checkpointed = buffer.last_checkpoint_size()
@@ -79,13 +81,20 @@ class Sealer:
         await self.finish()
 
     async def seal_pending(self) -> None:
-        """Seal everything committed so far, oldest batch first."""
-        self._sequencer.flush()
-        while (batch := self._sequencer.take_batch()) is not None:
+        """Seal what is committed or queued now, oldest batch first. Batches that fill
+        while the key signs wait for the next call, so checkpoints are made in between
+        however slow the signer is."""
+        await self._sequencer.drain()
+        for _ in range(self._sequencer.ready()):
+            batch = self._sequencer.take_batch()
+            if batch is None:
+                break
             await self._seal(batch)
+            if self._checkpoint_due():
+                await self.checkpoint()
 
     async def finish(self) -> None:
-        """At shutdown: seal what is left and cover it with a checkpoint."""
+        """At shutdown (sources stopped): seal what is left and cover it with a checkpoint."""
         await self.seal_pending()
         if self._log.size > self._checkpointed:
             await self.checkpoint()
@@ -104,15 +113,17 @@ class Sealer:
             gap=batch.gap,
         )
         cose_bytes = await self._sign(SEAL_CONTENT_TYPE, payload.encode(), self._send_chain)
-        row = SealRow(b, batch.s0, batch.n, payload.t, batch.salt_key, cose_bytes)
-        await _retrying(lambda: self._buffer.commit_seal(row), f"seal b={b}")
+        log_after = self._log.copy()
+        log_after.append(merkle.leaf_hash(cose_bytes))
+        row = SealRow(b, batch.s0, batch.n, payload.t, batch.salt_key, cose_bytes, log_after.nodes)
+        await _persistently(lambda: _now(self._buffer.commit_seal, row), BufferWriteError, f"storing seal b={b}")
         self._send_chain = False
         self._prev = seal_digest(cose_bytes)
-        self._log.append(merkle.leaf_hash(cose_bytes))
+        self._log = log_after
         self.seals_made += 1
         if batch.gap:
             g = batch.gap
-            log.warning("sealed gap: seq %d..%d dropped (%s) in batch %d", g.first, g.last, g.why, b)
+            log.warning("sealed gap: seq %d..%d (%s) in batch %d", g.first, g.last, g.why, b)
 
     def _checkpoint_due(self) -> bool:
         fresh = self._log.size - self._checkpointed
@@ -123,14 +134,23 @@ class Sealer:
         size = self._log.size
         payload = CheckpointPayload(self._device_id, size, self._log.root(), self._clock())
         cose_bytes = await self._sign(CHECKPOINT_CONTENT_TYPE, payload.encode(), False)
-        await _retrying(lambda: self._buffer.commit_checkpoint(size, payload.t, cose_bytes), f"checkpoint {size}")
+        commit = self._buffer.commit_checkpoint
+        what = f"storing checkpoint {size}"
+        await _persistently(lambda: _now(commit, size, payload.t, cose_bytes), BufferWriteError, what)
         self._checkpointed = size
         self._last_checkpoint_at = time.monotonic()
 
     async def _sign(self, content_type: str, payload: bytes, with_chain: bool) -> bytes:
         protected = cose.protected_header(content_type, self._kid)
-        signature = await self._signer.sign_digest(cose.digest_to_sign(protected, payload))
+        digest = cose.digest_to_sign(protected, payload)
+        signature = await _persistently(lambda: self._signer.sign_digest(digest), SigningError, "signing")
         return cose.assemble(protected, payload, signature, self._x5chain if with_chain else None)
+
+
+def _load_log(buffer: Buffer) -> merkle.Frontier:
+    """The seal log's right edge as stored with the last seal: O(log n) to load."""
+    last = buffer.last_seal()
+    return merkle.Frontier.restore(last.b, last.log_frontier) if last else merkle.Frontier()
 
 
 async def _wait_any(events: tuple[asyncio.Event, ...], timeout: float) -> None:
@@ -142,20 +162,24 @@ async def _wait_any(events: tuple[asyncio.Event, ...], timeout: float) -> None:
             w.cancel()
 
 
-async def _retrying(commit: Callable[[], None], what: str) -> None:
-    """Retry a durable commit until it succeeds; the data is already signed and must
-    not be re-made differently. Reading goes on meanwhile (the sequencer drops with a
+async def _now(action: Callable[..., None], *args: Any) -> None:
+    action(*args)
+
+
+async def _persistently(attempt: Callable[[], Awaitable[T]], transient: type[Exception], what: str) -> T:
+    """Retry until it succeeds. A signed seal or checkpoint is stored with the same bytes,
+    never re-made differently; reading goes on meanwhile (the sequencer drops with a
     signed gap once its memory queue is full)."""
-    attempt = 0
+    failures = 0
     while True:
         try:
-            commit()
-            if attempt:
-                log.warning("%s stored after %d retries", what, attempt)
-            return
-        except BufferWriteError as exc:
-            delay = RETRY_DELAYS[min(attempt, len(RETRY_DELAYS) - 1)]
-            if attempt == 0:
-                log.error("%s; retrying", exc)
-            attempt += 1
-            await asyncio.sleep(delay)
+            result = await attempt()
+        except transient as exc:
+            if not failures:
+                log.error("%s failed: %s; retrying", what, exc)
+            failures += 1
+            await asyncio.sleep(RETRY_DELAYS[min(failures, len(RETRY_DELAYS)) - 1])
+            continue
+        if failures:
+            log.warning("%s succeeded after %d retries", what, failures)
+        return result

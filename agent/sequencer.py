@@ -5,9 +5,11 @@ Drivers submit readings; they wait in a bounded in-memory queue until the next f
 next device-wide seq, encodes its leaf, commits the rows in one transaction and adds
 their salted leaf hashes to the open batch. The sealer takes batches as they close.
 
-When the database cannot be written (disk full, I/O error) readings keep arriving;
-beyond `max_pending` the oldest are dropped, and their seqs become a gap that the next
-seal signs with its reason: reading never stops, and nothing is lost silently.
+When the database cannot be written (disk full, I/O error), or readings arrive faster
+than they can be stored, readings keep arriving; beyond `max_pending` the oldest are
+dropped, and their seqs become a gap that the next seal signs with its reason: reading
+never stops, and nothing is lost silently. While writes fail, only a small probe chunk
+is tried, with backoff, so a full disk does not keep the event loop busy.
 """
 
 from __future__ import annotations
@@ -28,7 +30,9 @@ from drivers.api import Quality, Reading
 
 log = logging.getLogger(__name__)
 
-FLUSH_CHUNK = 20_000  # rows per transaction: bounds one flush's stall of the event loop
+FLUSH_CHUNK = 20_000  # rows per transaction; the event loop runs between transactions
+PROBE_CHUNK = 500  # rows tried per attempt while writes fail
+RETRY_DELAYS = (0.1, 0.2, 0.5, 1.0, 2.0)  # between write attempts while they fail
 BAD = 0x80000000  # StatusCode severity bit: a Bad reading carries no value (DESIGN 3.1)
 ENCODE_ERRORS = (CborError, TypeError, ValueError, OverflowError)
 
@@ -65,24 +69,32 @@ class Sequencer:
         self._max_pending = max_pending
         self._max_batch = max_batch
         self._flush_interval = flush_interval
+        self._flush_at = min(FLUSH_CHUNK, max(1, max_pending // 2))
         self._queue: deque[Reading] = deque()
         self._next_seq = buffer.next_seq()
-        self._open = OpenBatch(self._next_seq)
         self._closed: deque[OpenBatch] = deque()
         self._flush_soon = asyncio.Event()
-        self._write_failing = False
+        self._failures = 0  # consecutive failed writes
         self._unencodable: set[str] = set()
         self.batch_full = asyncio.Event()
         self.dropped = 0
+        self._open = OpenBatch(buffer.sealed_through() + 1)
         self._recover_unsealed()
 
     def _recover_unsealed(self) -> None:
-        """Readings committed before a crash but never sealed go into the first batch."""
-        first = self._buffer.sealed_through() + 1
-        rows = self._buffer.readings(first, self._next_seq - 1)
+        """Readings committed before a crash but never sealed are sealed now, in runs of
+        consecutive seqs; seqs missing between runs (dropped, and the process died before
+        it could seal their gap) become a signed gap."""
+        rows = self._buffer.readings(self._open.s0, self._next_seq - 1)
+        run: list[bytes] = []
+        for seq, leaf in rows:
+            if seq != self._open.s0 + self._open.n + len(run):
+                self._open.add(self._open.s0 + self._open.n, run)
+                run = []
+                self._record_gap(self._open.s0 + self._open.n, seq - 1, "not in the buffer at restart")
+            run.append(leaf)
+        self._open.add(self._open.s0 + self._open.n, run)
         if rows:
-            self._open = OpenBatch(rows[0][0])
-            self._open.add(rows[0][0], [leaf for _, leaf in rows])
             log.info("recovered %d unsealed readings (seq %d..%d)", len(rows), rows[0][0], rows[-1][0])
 
     # -- the ReadingSink drivers see ------------------------------------------------
@@ -92,7 +104,7 @@ class Sequencer:
         excess = len(self._queue) - self._max_pending
         if excess > 0:
             self._drop_oldest(excess)
-        if len(self._queue) >= FLUSH_CHUNK:
+        if len(self._queue) >= self._flush_at:
             self._flush_soon.set()
 
     @property
@@ -103,39 +115,55 @@ class Sequencer:
 
     async def run(self) -> None:
         while True:
-            try:
-                await asyncio.wait_for(self._flush_soon.wait(), self._flush_interval)
-            except TimeoutError:
-                pass
+            if self._failures:
+                await asyncio.sleep(RETRY_DELAYS[min(self._failures, len(RETRY_DELAYS)) - 1])
+            else:
+                try:
+                    await asyncio.wait_for(self._flush_soon.wait(), self._flush_interval)
+                except TimeoutError:
+                    pass
             self._flush_soon.clear()
-            self.flush()
+            await self.drain()
 
-    def flush(self) -> int:
-        """Commit everything queued; returns how many readings were committed."""
-        committed = 0
-        while self._queue:
-            chunk = [self._queue.popleft() for _ in range(min(FLUSH_CHUNK, len(self._queue)))]
-            seq = self._next_seq
-            try:
-                leaves = [
-                    encode_leaf(s, r.ts, r.tag, None if r.quality & BAD else r.value, r.quality)
-                    for s, r in enumerate(chunk, seq)
-                ]
-            except ENCODE_ERRORS:
-                leaves = [self._encode_or_mark(s, r) for s, r in enumerate(chunk, seq)]
-            try:
-                self._buffer.insert_readings(list(zip(range(seq, seq + len(leaves)), leaves)))
-            except BufferWriteError as exc:
-                self._queue.extendleft(reversed(chunk))
-                self._report_write_failure(exc)
+    async def drain(self) -> int:
+        """Commit what is queued now, a chunk per transaction, letting the event loop run
+        between them; returns how many readings were committed."""
+        todo, committed = len(self._queue), 0
+        while committed < todo:
+            done = self._commit_chunk()
+            if not done:
                 break
-            self._write_recovered()
-            self._open.add(seq, leaves)
-            self._next_seq += len(leaves)
-            committed += len(leaves)
+            committed += done
+            await asyncio.sleep(0)
         if self._open.n >= self._max_batch or self._closed:
             self.batch_full.set()
         return committed
+
+    def _commit_chunk(self) -> int:
+        size = min(PROBE_CHUNK if self._failures else FLUSH_CHUNK, len(self._queue))
+        chunk = [self._queue.popleft() for _ in range(size)]
+        seq = self._next_seq
+        try:
+            leaves = [
+                encode_leaf(s, r.ts, r.tag, None if r.quality & BAD else r.value, r.quality)
+                for s, r in enumerate(chunk, seq)
+            ]
+        except ENCODE_ERRORS:
+            leaves = [self._encode_or_mark(s, r) for s, r in enumerate(chunk, seq)]
+        try:
+            self._buffer.insert_readings(list(zip(range(seq, seq + len(leaves)), leaves)))
+        except BufferWriteError as exc:
+            self._queue.extendleft(reversed(chunk))
+            if not self._failures:
+                log.error("%s; holding up to %d readings in memory", exc, self._max_pending)
+            self._failures += 1
+            return 0
+        if self._failures:
+            log.warning("buffer writable again after %d failed attempts", self._failures)
+            self._failures = 0
+        self._open.add(seq, leaves)
+        self._next_seq += len(leaves)
+        return len(leaves)
 
     def _encode_or_mark(self, seq: int, r: Reading) -> bytes:
         """A value the leaf format cannot hold (a driver bug) must not stop the others:
@@ -148,33 +176,34 @@ class Sequencer:
                 log.error("tag %s: value %r cannot be encoded (%s); stored as Bad_EncodingError", r.tag, r.value, exc)
             return encode_leaf(seq, r.ts, r.tag, None, Quality.BAD_ENCODING_ERROR)
 
+    # -- drops and gaps -------------------------------------------------------------
+
     def _drop_oldest(self, count: int) -> None:
         for _ in range(count):
             self._queue.popleft()
-        first, last = self._next_seq, self._next_seq + count - 1
+        first = self._next_seq
         self._next_seq += count
         self.dropped += count
-        why = "buffer unwritable: readings dropped from the full memory queue"
-        if self._open.n:
+        cause = "the buffer could not be written" if self._failures else "readings came faster than they were stored"
+        self._record_gap(first, first + count - 1, f"dropped from the full memory queue: {cause}")
+
+    def _record_gap(self, first: int, last: int, why: str) -> None:
+        """Seqs first..last will never be stored. A batch is an optional gap followed by
+        consecutive readings, so a gap after readings starts a new batch; a gap right
+        after a gap with the same reason extends it."""
+        gap = self._open.gap
+        if self._open.n or (gap is not None and gap.why != why):
             self._closed.append(self._open)
             self._open = OpenBatch(last + 1, Gap(first, last, why))
-        elif self._open.gap:
-            self._open = OpenBatch(last + 1, Gap(self._open.gap.first, last, why))
         else:
-            self._open = OpenBatch(last + 1, Gap(first, last, why))
+            self._open = OpenBatch(last + 1, Gap(gap.first if gap else first, last, why))
         self.batch_full.set()
 
-    def _report_write_failure(self, exc: BufferWriteError) -> None:
-        if not self._write_failing:
-            log.error("%s; holding up to %d readings in memory", exc, self._max_pending)
-        self._write_failing = True
-
-    def _write_recovered(self) -> None:
-        if self._write_failing:
-            log.warning("buffer writable again")
-        self._write_failing = False
-
     # -- batches for the sealer -----------------------------------------------------
+
+    def ready(self) -> int:
+        """How many batches could be sealed now."""
+        return len(self._closed) + (0 if self._open.empty else 1)
 
     def take_batch(self) -> OpenBatch | None:
         """The oldest batch ready to seal, closing the open one if it holds anything."""

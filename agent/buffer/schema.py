@@ -25,7 +25,8 @@ MIGRATIONS: list[str] = [
         n        INTEGER NOT NULL,              -- readings in the batch
         t        INTEGER NOT NULL,              -- seal time, ns
         salt_key BLOB NOT NULL,                 -- 32 bytes; never published in a selective bundle
-        cose     BLOB NOT NULL                  -- COSE_Sign1 bytes: seal log leaf b - 1
+        cose     BLOB NOT NULL,                 -- COSE_Sign1 bytes: seal log leaf b - 1
+        log_frontier BLOB NOT NULL              -- CBOR array: the seal log's right edge after b
     );
     CREATE TABLE checkpoints (
         size     INTEGER PRIMARY KEY,           -- seal log size covered

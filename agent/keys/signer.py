@@ -29,7 +29,9 @@ class Signer(Protocol):
         ...
 
     async def sign_digest(self, digest: bytes) -> bytes:
-        """ECDSA P-256 over a 32-byte SHA-256 digest; raw r||s (64 bytes)."""
+        """ECDSA P-256 over a 32-byte SHA-256 digest; raw r||s (64 bytes, either s: the
+        sealer normalises to low s). Raises agent.errors.SigningError when it cannot sign
+        for now; the sealer retries."""
         ...
 
     async def close(self) -> None: ...

@@ -120,13 +120,25 @@ class Frontier:
         self._stack: list[bytes] = []
         self.size = 0
 
+    @classmethod
+    def restore(cls, size: int, nodes: Sequence[bytes]) -> Frontier:
+        """The frontier whose `size` and `nodes` were saved earlier."""
+        if len(nodes) != size.bit_count() or any(len(n) != 32 for n in nodes):
+            raise ValueError(f"{len(nodes)} saved nodes do not describe a tree of size {size}")
+        frontier = cls()
+        frontier._stack, frontier.size = list(nodes), size
+        return frontier
+
+    @property
+    def nodes(self) -> list[bytes]:
+        """The roots of the complete subtrees, largest first: what `restore` takes."""
+        return list(self._stack)
+
+    def copy(self) -> Frontier:
+        return Frontier.restore(self.size, self._stack)
+
     def append(self, leaf: bytes) -> None:
-        node, size = leaf, self.size
-        while size & 1:
-            node = node_hash(self._stack.pop(), node)
-            size >>= 1
-        self._stack.append(node)
-        self.size += 1
+        self.extend((leaf,))
 
     def extend(self, leaves: Sequence[bytes]) -> None:
         """append() for many leaves, with the loop's names local (the sealer's hot path)."""

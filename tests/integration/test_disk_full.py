@@ -49,7 +49,7 @@ def test_full_disk_drops_oldest_and_seals_a_signed_gap(tmp_path: Path) -> None:
         pages = conn.execute("PRAGMA page_count").fetchone()[0]
         conn.execute(f"PRAGMA max_page_count = {pages}")
         await sequencer.submit(_readings(500, 600))
-        assert sequencer.flush() == 0 and sequencer.pending == 600
+        assert await sequencer.drain() == 0 and sequencer.pending == 600
         await sequencer.submit(_readings(1100, 900))  # 1,500 queued: the 500 oldest go
         assert sequencer.pending == 1_000 and sequencer.dropped == 500
 
@@ -67,5 +67,5 @@ def test_full_disk_drops_oldest_and_seals_a_signed_gap(tmp_path: Path) -> None:
     assert report.readings == 1_500
     [gap] = report.gaps
     assert (gap.first, gap.last, gap.signed, gap.b) == (501, 1000, True, 2)
-    assert "dropped" in gap.why
+    assert gap.why == "dropped from the full memory queue: the buffer could not be written"
     assert report.complete == [(1, 500), (1001, 2000)]

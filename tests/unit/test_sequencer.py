@@ -22,11 +22,11 @@ def test_flush_numbers_commits_and_batches(tmp_path: Path) -> None:
     buffer = Buffer.open(tmp_path)
     seq = _sequencer(buffer)
     asyncio.run(seq.submit(_readings(30)))
-    assert seq.flush() == 30
+    assert asyncio.run(seq.drain()) == 30
     assert [decode_leaf(leaf).seq for _, leaf in buffer.readings(1, 30)] == list(range(1, 31))
     assert not seq.batch_full.is_set()
     asyncio.run(seq.submit(_readings(30)))
-    seq.flush()
+    asyncio.run(seq.drain())
     assert seq.batch_full.is_set(), "max_batch reached: the sealer is woken"
     batch = seq.take_batch()
     assert batch is not None and (batch.s0, batch.n, batch.gap) == (1, 60, None)
@@ -38,7 +38,7 @@ def test_unsealed_readings_of_a_crashed_run_go_into_the_first_batch(tmp_path: Pa
     buffer = Buffer.open(tmp_path)
     seq = _sequencer(buffer)
     asyncio.run(seq.submit(_readings(12)))
-    seq.flush()
+    asyncio.run(seq.drain())
     buffer.close()  # the process "dies" before sealing
 
     buffer = Buffer.open(tmp_path)
@@ -46,7 +46,7 @@ def test_unsealed_readings_of_a_crashed_run_go_into_the_first_batch(tmp_path: Pa
     batch = seq.take_batch()
     assert batch is not None and (batch.s0, batch.n) == (1, 12)
     asyncio.run(seq.submit(_readings(1)))
-    seq.flush()
+    asyncio.run(seq.drain())
     assert buffer.next_seq() == 14
     buffer.close()
 
@@ -55,11 +55,11 @@ def test_drops_become_one_gap_until_a_reading_is_committed(tmp_path: Path) -> No
     buffer = Buffer.open(tmp_path)
     seq = _sequencer(buffer, max_pending=10)
     asyncio.run(seq.submit(_readings(5)))
-    seq.flush()  # seq 1..5 committed, open batch
+    asyncio.run(seq.drain())  # seq 1..5 committed, open batch
     asyncio.run(seq.submit(_readings(13)))  # 3 dropped: seq 6..8
     asyncio.run(seq.submit(_readings(2)))  # 2 more dropped: seq 9..10
     assert seq.dropped == 5
-    seq.flush()  # the 10 queued become 11..20
+    asyncio.run(seq.drain())  # the 10 queued become 11..20
     first, second = seq.take_batch(), seq.take_batch()
     assert first is not None and (first.s0, first.n, first.gap) == (1, 5, None)
     assert second is not None and (second.s0, second.n) == (11, 10)
@@ -73,7 +73,7 @@ def test_a_value_the_format_cannot_hold_is_marked_bad_not_fatal(tmp_path: Path) 
     now = time.time_ns()
     readings = [Reading("ok", now, 1.5, 0), Reading("odd", now, {1, 2}, 0), Reading("huge", now, 2**70, 0)]
     asyncio.run(seq.submit(readings))
-    assert seq.flush() == 3
+    assert asyncio.run(seq.drain()) == 3
     leaves = [decode_leaf(leaf) for _, leaf in buffer.readings(1, 3)]
     assert [(x.tag, x.value, x.quality) for x in leaves] == [
         ("ok", 1.5, 0),
@@ -87,6 +87,39 @@ def test_a_bad_reading_never_carries_a_value(tmp_path: Path) -> None:
     buffer = Buffer.open(tmp_path)
     seq = _sequencer(buffer)
     asyncio.run(seq.submit([Reading("t", time.time_ns(), 42, 0x80050000), Reading("t", 1, 7, 0x40900000)]))
-    seq.flush()
+    asyncio.run(seq.drain())
     assert [decode_leaf(leaf)[3:] for _, leaf in buffer.readings(1, 2)] == [(None, 0x80050000), (7, 0x40900000)]
+    buffer.close()
+
+
+def test_seqs_missing_at_restart_become_a_signed_gap_not_a_broken_batch(tmp_path: Path) -> None:
+    """Readings dropped (their gap not yet sealed) and the process killed: the next start
+    must seal the stored runs as they are, with the missing seqs as a gap between them."""
+    buffer = Buffer.open(tmp_path)
+    seq = _sequencer(buffer, max_pending=10)
+    asyncio.run(seq.submit(_readings(5)))
+    asyncio.run(seq.drain())  # seq 1..5
+    asyncio.run(seq.submit(_readings(14)))  # 4 dropped: seq 6..9
+    asyncio.run(seq.drain())  # seq 10..19
+    buffer.close()  # killed before sealing anything
+
+    buffer = Buffer.open(tmp_path)
+    seq = _sequencer(buffer)
+    first, second = seq.take_batch(), seq.take_batch()
+    assert first is not None and (first.s0, first.n, first.gap) == (1, 5, None)
+    assert second is not None and (second.s0, second.n) == (10, 10)
+    assert second.gap is not None and (second.gap.first, second.gap.last) == (6, 9)
+    assert second.gap.why == "not in the buffer at restart"
+    assert seq.take_batch() is None
+    buffer.close()
+
+
+def test_drops_without_a_write_failure_say_so(tmp_path: Path) -> None:
+    buffer = Buffer.open(tmp_path)
+    seq = _sequencer(buffer, max_pending=10)
+    asyncio.run(seq.submit(_readings(12)))
+    asyncio.run(seq.drain())
+    batch = seq.take_batch()
+    assert batch is not None and batch.gap is not None
+    assert batch.gap.why == "dropped from the full memory queue: readings came faster than they were stored"
     buffer.close()

@@ -1,0 +1,108 @@
+"""The sealer against a real buffer: retries, and checkpoints under a slow signer."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+from agent.buffer.store import Buffer
+from agent.errors import SigningError
+from agent.keys.software import SoftwareSigner
+from agent.sealer import Sealer
+from agent.sequencer import Sequencer
+from drivers.api import Reading
+from provisioning.devca import make_demo_identity
+
+
+def _pipeline(tmp_path: Path, signer: SoftwareSigner, **sealing: float) -> tuple[Buffer, Sequencer, Sealer]:
+    buffer = Buffer.open(tmp_path / "state")
+    sequencer = Sequencer(buffer, max_pending=100_000, flush_interval=0.01, max_batch=10_000)
+    options = {"interval": 0.05, "checkpoint_every": 1_000, "checkpoint_interval": 3600.0, **sealing}
+    sealer = Sealer(buffer, sequencer, signer, device_id="sealer-1", boot=buffer.start_boot(time.time_ns()), **options)
+    return buffer, sequencer, sealer
+
+
+def _readings(n: int) -> list[Reading]:
+    return [Reading("t", time.time_ns(), i, 0) for i in range(n)]
+
+
+class FlakySigner(SoftwareSigner):
+    """Busy (like a TPM answering TPM_RC_RETRY) for its first two attempts."""
+
+    attempts = 0
+
+    async def sign_digest(self, digest: bytes) -> bytes:
+        self.attempts += 1
+        if self.attempts <= 2:
+            raise SigningError("TPM busy")
+        return await super().sign_digest(digest)
+
+
+class SlowSigner(SoftwareSigner):
+    async def sign_digest(self, digest: bytes) -> bytes:
+        await asyncio.sleep(0.2)
+        return await super().sign_digest(digest)
+
+
+def test_a_transient_signing_failure_is_retried(tmp_path: Path) -> None:
+    identity = make_demo_identity(tmp_path, "sealer-1")
+    signer = FlakySigner.from_files(identity.key_path, identity.chain_path)
+    buffer, sequencer, sealer = _pipeline(tmp_path, signer)
+
+    async def scenario() -> None:
+        await sequencer.submit(_readings(3))
+        await sealer.finish()
+
+    asyncio.run(scenario())
+    assert signer.attempts == 4  # two refused, the seal, the checkpoint
+    assert buffer.sealed_through() == 3 and buffer.last_checkpoint_size() == 1
+    buffer.close()
+
+
+def test_a_seal_that_cannot_be_stored_is_stored_later_with_the_same_bytes(tmp_path: Path) -> None:
+    identity = make_demo_identity(tmp_path, "sealer-1")
+    buffer, sequencer, sealer = _pipeline(tmp_path, SoftwareSigner.from_files(identity.key_path, identity.chain_path))
+    conn = buffer._conn  # the test plays a file system remounted read-only after errors
+
+    async def scenario() -> None:
+        await sequencer.submit(_readings(3))
+        await sequencer.drain()
+        conn.execute("PRAGMA query_only = ON")
+        asyncio.get_running_loop().call_later(0.5, conn.execute, "PRAGMA query_only = OFF")
+        await sealer.seal_pending()
+
+    started = time.monotonic()
+    asyncio.run(scenario())
+    assert time.monotonic() - started >= 0.5, "the seal was retried until the disk had room"
+    assert [s.b for s in buffer.seals()] == [1] and buffer.sealed_through() == 3
+    buffer.close()
+
+
+def test_checkpoints_keep_coming_while_a_slow_signer_seals_a_busy_stream(tmp_path: Path) -> None:
+    identity = make_demo_identity(tmp_path, "sealer-1")
+    signer = SlowSigner.from_files(identity.key_path, identity.chain_path)
+    buffer, sequencer, sealer = _pipeline(tmp_path, signer, checkpoint_every=2)
+
+    async def scenario() -> int:
+        stop = asyncio.Event()
+        sealing = asyncio.create_task(sealer.run(stop))
+
+        async def stream() -> None:
+            while True:  # a new batch is always waiting by the time a signature is done
+                await sequencer.submit(_readings(50))
+                await asyncio.sleep(0.01)
+
+        feeding = asyncio.create_task(stream())
+        await asyncio.sleep(3.0)
+        made_while_running = buffer.last_checkpoint_size()
+        feeding.cancel()
+        stop.set()
+        await asyncio.gather(feeding, return_exceptions=True)
+        await sealing
+        return made_while_running
+
+    checkpointed = asyncio.run(scenario())
+    assert checkpointed >= 2, "no checkpoint while seals kept coming"
+    assert len(buffer.checkpoints()) >= 3
+    buffer.close()

@@ -1,0 +1,57 @@
+"""A source whose driver crashes (a bug) is restarted; the others carry on."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from agent import runtime
+from agent.buffer.store import Buffer
+from agent.sequencer import Sequencer
+from drivers.api import Reading
+
+
+class Crashy:
+    """create() fails once, then run() fails once, then the driver works."""
+
+    def __init__(self) -> None:
+        self.creates = 0
+        self.readings = 0
+
+    def create(self, source: Any, sink: Sequencer, context: Any) -> Any:
+        self.creates += 1
+        if self.creates == 1:
+            raise RuntimeError("bug in the driver's constructor")
+        return SimpleNamespace(run=lambda: self._run(sink))
+
+    async def _run(self, sink: Sequencer) -> None:
+        if self.creates == 2:
+            raise RuntimeError("bug in the driver's loop")
+        while True:
+            await sink.submit([Reading("x", 1, 1, 0)])
+            self.readings += 1
+            await asyncio.sleep(0.01)
+
+
+def test_a_crashing_driver_is_restarted_with_backoff(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    crashy = Crashy()
+    monkeypatch.setattr(runtime.drivers, "driver_module", lambda source_type: crashy)
+    monkeypatch.setattr(runtime, "RESTART_DELAYS", (0.05, 0.1))
+    buffer = Buffer.open(tmp_path)
+    sequencer = Sequencer(buffer, max_pending=1000, flush_interval=0.01, max_batch=100)
+    stats = runtime.RunStats()
+
+    async def scenario() -> None:
+        task = asyncio.create_task(runtime._supervise(SimpleNamespace(name="crashy", type="x"), sequencer, "", stats))
+        await asyncio.sleep(0.6)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+    asyncio.run(scenario())
+    buffer.close()
+    assert crashy.creates == 3 and stats.driver_restarts == {"crashy": 2}
+    assert crashy.readings > 10, "the third driver ran"
