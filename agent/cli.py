@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from agent.errors import EdgesealError, UsageError
+from agent.errors import EdgesealError, InvalidBundle, UsageError
 
 if TYPE_CHECKING:
     from cryptography import x509
@@ -135,7 +135,7 @@ def _verify(args: argparse.Namespace) -> int:
     try:
         report = _verify_with_jobs(data, roots, args.jobs)
     except NotABundle as exc:
-        raise UsageError(f"{args.file}: unusable input: {exc}") from None
+        raise InvalidBundle(f"{args.file}: unusable input: {exc}") from None
     print(render_json(report) if args.json else render_text(report, str(args.file)))
     return 0 if report.valid else 1
 

@@ -52,14 +52,14 @@ def render_text(report: Report, name: str) -> str:
         origin = f"signed in batch {g.b}" if g.signed else "unsigned"
         lines.append(f"  gap         seq {g.first}..{g.last}: {g.why} ({origin})")
     if report.checkpointed_size:
-        lines.append(
-            f"  device log  every batch is in the signed seal log (checkpoint size {report.checkpointed_size})"
-        )
-    if report.anchors:
-        for a in report.anchors:
-            claim = f"log size {a['size']} claimed in block {a['block']} of chain {a['chain_id']}"
-            lines.append(f"  anchor      {claim} (not checked against the chain)")
-    elif report.valid:
+        size = report.checkpointed_size
+        lines.append(f"  device log  signed checkpoint of {size} seals (b 1..{size}); every batch here is in it")
+        if report.last_b is not None and report.last_b < size and not report.selective:
+            lines.append(f"  not here    b {report.last_b + 1}..{size} are in the device log but not in this bundle")
+    for a in report.anchors:
+        claim = f"log size {a['size']} claimed in block {a['block']} of chain {a['chain_id']}"
+        lines.append(f"  anchor      {claim}: NOT VERIFIED (no chain access); VALID does not cover it")
+    if not report.anchors and report.valid:
         lines.append("  anchored    no (the bundle carries no anchor records)")
     for f in report.findings:
         lines.append(f"  FINDING     {f}")

@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from agent.errors import KeyError_, UsageError
+from agent.trust.certs import device_id_of
 
 # IEEE 802.1AR: a device identity lasts as long as the device, so an IDevID has no
 # well-defined expiry and uses this GeneralizedTime value. The CAs use it too: a chain is
@@ -115,11 +116,6 @@ def build_csr(
     ]
     builder = x509.CertificateSigningRequestBuilder().subject_name(x509.Name(attributes))
     return builder.sign(private_key, hashes.SHA256())
-
-
-def device_id_of(cert_or_csr: x509.Certificate | x509.CertificateSigningRequest) -> str | None:
-    values = cert_or_csr.subject.get_attributes_for_oid(NameOID.SERIAL_NUMBER)
-    return str(values[0].value) if len(values) == 1 and values[0].value else None
 
 
 def _check_csr(csr: x509.CertificateSigningRequest) -> None:

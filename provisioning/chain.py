@@ -10,12 +10,12 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from agent.keys.signer import key_id
+from agent.trust.certs import ChainError, check_issued, is_ca
 
 # rfc4514_string() knows no short name for serialNumber and would print "2.5.4.5".
 _NAMES = {NameOID.SERIAL_NUMBER: "serialNumber"}
@@ -38,42 +38,22 @@ def describe_chain(certs: list[x509.Certificate]) -> list[str]:
 
 
 def chain_problems(certs: list[x509.Certificate], root: x509.Certificate, *, now: datetime | None = None) -> list[str]:
-    """What is wrong with `certs` (leaf first) as a chain to `root`; empty when nothing is."""
+    """What is wrong with `certs` (leaf first) as a chain to `root`; empty when nothing is.
+    The issuance rule is the verifier's own (agent.trust.certs.check_issued)."""
     if not certs:
         return ["the chain holds no certificate"]
     if certs[-1] == root:
         certs = certs[:-1]  # a chain file may end with the root itself
     now = now or datetime.now(UTC)
     problems = []
-    for index, cert in enumerate(certs):
-        issuer, issuer_label = (
-            (certs[index + 1], f"certificate {index + 1}") if index + 1 < len(certs) else (root, "the root")
-        )
-        if not is_ca(issuer):
-            problems.append(f"certificate {index}: its issuer, {issuer_label}, is not a CA")
-        problem = _issued_by(cert, issuer, issuer_label)
-        if problem:
-            problems.append(f"certificate {index}: {problem}")
+    for index, (cert, issuer) in enumerate(zip(certs, [*certs[1:], root])):
+        try:
+            check_issued(cert, issuer)
+        except ChainError as exc:
+            problems.append(f"certificate {index}: {exc}")
         if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
             problems.append(f"certificate {index}: not valid at {_iso(now)}")
     return problems
-
-
-def is_ca(cert: x509.Certificate) -> bool:
-    try:
-        return cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
-    except x509.ExtensionNotFound:
-        return False
-
-
-def _issued_by(cert: x509.Certificate, issuer: x509.Certificate, issuer_label: str) -> str | None:
-    try:
-        cert.verify_directly_issued_by(issuer)
-    except InvalidSignature:
-        return f"its signature does not verify with the key of {issuer_label}"
-    except (ValueError, TypeError) as exc:
-        return f"not issued by {issuer_label}: {exc}"
-    return None
 
 
 def _key_id_hex(cert: x509.Certificate) -> str:

@@ -20,8 +20,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from agent.errors import EdgesealError, KeyError_, UsageError, VerificationFailed
 from agent.keys.signer import key_id
 from agent.keys.software import load_certificate_chain, load_key_file
+from agent.trust.certs import device_id_of
 from provisioning import ca_store
-from provisioning.ca import build_csr, create_ca, device_id_of, issue_device_certificate
+from provisioning.ca import build_csr, create_ca, issue_device_certificate
 from provisioning.chain import chain_problems, describe_chain
 from provisioning.files import read_bytes, write_device_key, write_public
 

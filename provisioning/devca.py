@@ -18,8 +18,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from agent.errors import KeyError_
 from agent.keys.software import load_certificate_chain
+from agent.trust.certs import device_id_of
 from provisioning import ca_store
-from provisioning.ca import build_csr, create_ca, device_id_of, issue_device_certificate
+from provisioning.ca import build_csr, create_ca, issue_device_certificate
 from provisioning.files import refuse_existing, write_device_key, write_public
 
 DEMO_CA_ORGANIZATION = "edgeseal demo CA (not for production)"

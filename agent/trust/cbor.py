@@ -3,8 +3,8 @@
 Shortest integer and float forms that keep the value, definite lengths, and map keys
 sorted bytewise by their encoded bytes. cbor2's `canonical=True` sorts length-first
 (RFC 8949 4.2.3), which differs e.g. for integer keys {1, 4, 15, 33, -1}, so maps are
-encoded here. Arrays of scalars (every reading leaf) take cbor2's C encoder, whose
-canonical scalar forms are the same as ours (a property test holds them together).
+encoded here. Arrays without maps (every common reading leaf) may take cbor2's C encoder,
+whose canonical forms for them are the same as ours (a property test holds them together).
 
 Decoding is strict: `decode` refuses trailing bytes and anything whose deterministic
 re-encoding differs from the input, so one value has exactly one accepted encoding.
@@ -105,15 +105,6 @@ def _encode_into(out: bytearray, obj: Any) -> None:
 
 
 _FAST_SCALARS = (int, float, str, bytes, bool, type(None))
-
-
-def encode_scalar_array(items: list[Any] | tuple[Any, ...]) -> bytes:
-    """Deterministic encoding of an array of scalars (no maps), via cbor2's C encoder.
-    Falls back to `encode` when any item is a container."""
-    for item in items:
-        if type(item) not in _FAST_SCALARS:
-            return encode(items)
-    return cbor2.dumps(items, canonical=True)
 
 
 def decode(data: bytes) -> Any:

@@ -2,7 +2,8 @@
 
 An explicit walk rather than a web-PKI path builder: device certificates carry no DNS
 names, and IEEE 802.1AR device identities are valid "forever" (notAfter 9999), so the
-checks are issuance, CA flags and the signing key's curve, evaluated at the data's time.
+checks are issuance, CA flags, the signing key's curve and the device id (the subject's
+serialNumber, which every seal names as "dev"), evaluated at the times the data was signed.
 """
 
 from __future__ import annotations
@@ -25,8 +26,22 @@ class ChainError(ValueError):
 class DeviceIdentity:
     certificate: x509.Certificate
     public_key: ec.EllipticCurvePublicKey
+    device_id: str
     subject: str
     root_subject: str
+
+
+def device_id_of(named: x509.Certificate | x509.CertificateSigningRequest) -> str | None:
+    """The device id: the subject's single serialNumber attribute (IEEE 802.1AR)."""
+    values = named.subject.get_attributes_for_oid(x509.NameOID.SERIAL_NUMBER)
+    return str(values[0].value) if len(values) == 1 and values[0].value else None
+
+
+def is_ca(cert: x509.Certificate) -> bool:
+    try:
+        return bool(cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
+    except x509.ExtensionNotFound:
+        return False
 
 
 def key_id(public_key: ec.EllipticCurvePublicKey) -> bytes:
@@ -64,9 +79,10 @@ def _check_signature_bits(index: int, der: bytes) -> None:
             offset = _der_element(der, offset)[1]
         tag, end = _der_element(der, offset)
         content = _content_start(der, offset)
+        unused_bits = der[content] if content < end else None
     except (ValueError, IndexError) as exc:
         raise ChainError(f"certificate {index} is malformed: {exc}") from None
-    if tag != 0x03 or end != len(der) or der[content] != 0:
+    if tag != 0x03 or end != len(der) or unused_bits != 0:
         raise ChainError(f"certificate {index} is malformed: signature is not a whole-byte BIT STRING")
 
 
@@ -91,43 +107,55 @@ def _der_element(der: bytes, offset: int) -> tuple[int, int]:
     return der[offset], end
 
 
-def verify_chain(chain: list[x509.Certificate], roots: list[x509.Certificate], at: dt.datetime) -> DeviceIdentity:
-    """chain = device certificate, then intermediates; `at` is when the data was signed."""
+def verify_chain(
+    chain: list[x509.Certificate], roots: list[x509.Certificate], times: list[dt.datetime]
+) -> DeviceIdentity:
+    """chain = device certificate, then intermediates; every certificate, the root
+    included, must be valid at each of `times` (when the data was signed)."""
     if not chain:
         raise ChainError("no device certificate")
     device = chain[0]
     key = device.public_key()
     if not isinstance(key, ec.EllipticCurvePublicKey) or key.curve.name != "secp256r1":
         raise ChainError("the device certificate's key is not EC P-256")
-    for cert in chain:
-        _check_validity(cert, at)
+    if is_ca(device):
+        raise ChainError("the first certificate is a CA certificate, not a device certificate")
+    device_id = device_id_of(device)
+    if device_id is None:
+        raise ChainError("the device certificate names no device (one serialNumber attribute)")
     for child, issuer in zip(chain, chain[1:]):
-        _check_issued(child, issuer)
-    top = chain[-1]
+        check_issued(child, issuer)
+    root = _issuing_root(chain[-1], roots)
+    for cert in [*chain, root]:
+        for at in times:
+            _check_validity(cert, at)
+    return DeviceIdentity(device, key, device_id, device.subject.rfc4514_string(), root.subject.rfc4514_string())
+
+
+def _issuing_root(top: x509.Certificate, roots: list[x509.Certificate]) -> x509.Certificate:
     for root in roots:
         if root.subject == top.issuer:
             try:
-                _check_issued(top, root)
+                check_issued(top, root)
             except ChainError:
                 continue
-            return DeviceIdentity(device, key, device.subject.rfc4514_string(), root.subject.rfc4514_string())
+            return root
     raise ChainError(
         f"no trusted root issued {top.subject.rfc4514_string()!r} (issuer {top.issuer.rfc4514_string()!r})"
     )
 
 
-def _check_issued(child: x509.Certificate, issuer: x509.Certificate) -> None:
-    try:
-        bc = issuer.extensions.get_extension_for_class(x509.BasicConstraints).value
-    except x509.ExtensionNotFound:
-        bc = None
-    if bc is None or not bc.ca:
-        raise ChainError(f"{issuer.subject.rfc4514_string()!r} is not a CA certificate")
+def check_issued(child: x509.Certificate, issuer: x509.Certificate) -> None:
+    """`issuer` is a CA and signed `child`."""
+    child_name, issuer_name = child.subject.rfc4514_string(), issuer.subject.rfc4514_string()
+    if not is_ca(issuer):
+        raise ChainError(f"{child_name!r}: its issuer {issuer_name!r} is not a CA")
     try:
         child.verify_directly_issued_by(issuer)
-    except (ValueError, TypeError, InvalidSignature) as exc:
-        child_name, issuer_name = child.subject.rfc4514_string(), issuer.subject.rfc4514_string()
-        raise ChainError(f"{child_name!r} is not issued by {issuer_name!r}: {exc or 'bad signature'}") from None
+    except InvalidSignature:
+        raise ChainError(f"{child_name!r}: its signature does not verify with the key of {issuer_name!r}") from None
+    except (ValueError, TypeError) as exc:
+        raise ChainError(f"{child_name!r}: not issued by {issuer_name!r}: {exc}") from None
 
 
 def _check_validity(cert: x509.Certificate, at: dt.datetime) -> None:

@@ -22,6 +22,8 @@ from agent.trust import cbor
 COSE_SIGN1_TAG = 18
 ALG_ES256 = -7
 HDR_ALG, HDR_CONTENT_TYPE, HDR_KID, HDR_X5CHAIN = 1, 3, 4, 33
+P256_ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
+P256_HALF_ORDER = P256_ORDER // 2
 
 
 class CoseError(ValueError):
@@ -45,8 +47,7 @@ class Sign1:
         return self.protected[HDR_CONTENT_TYPE]
 
     def x5chain(self) -> list[bytes]:
-        chain = self.unprotected.get(HDR_X5CHAIN, [])
-        return [chain] if isinstance(chain, bytes) else list(chain)
+        return _chain_of(self.unprotected)
 
 
 def protected_header(content_type: str, kid: bytes) -> bytes:
@@ -63,16 +64,22 @@ def digest_to_sign(protected: bytes, payload: bytes) -> bytes:
 
 
 def assemble(protected: bytes, payload: bytes, signature: bytes, x5chain: list[bytes] | None = None) -> bytes:
+    """The COSE_Sign1 bytes; the signature is normalised to low s, the one form `decode`
+    accepts (ECDSA's (r, n - s) verifies too, and would give a second encoding)."""
     if len(signature) != 64:
         raise CoseError("an ES256 signature is 64 bytes r||s")
+    s = int.from_bytes(signature[32:], "big")
+    if s > P256_HALF_ORDER:
+        signature = signature[:32] + (P256_ORDER - s).to_bytes(32, "big")
     unprotected: dict[int, Any] = {}
     if x5chain:
         unprotected[HDR_X5CHAIN] = x5chain[0] if len(x5chain) == 1 else x5chain
     return cbor.encode(cbor2.CBORTag(COSE_SIGN1_TAG, [protected, unprotected, payload, signature]))
 
 
-def decode(data: bytes, content_type: str) -> Sign1:
-    """Parse a COSE_Sign1 of the given content type, strictly (no signature check)."""
+def decode(data: bytes, content_type: str, *, x5chain_allowed: bool = False) -> Sign1:
+    """Parse a COSE_Sign1 of the given content type, strictly (no signature check). The
+    unprotected header is empty, or holds x5chain where `x5chain_allowed` (seals)."""
     try:
         item = cbor.decode(data)
     except cbor.CborError as exc:
@@ -85,9 +92,11 @@ def decode(data: bytes, content_type: str) -> Sign1:
     if not all(isinstance(x, bytes) for x in (protected_bytes, payload, signature)):
         raise CoseError("protected header, payload and signature must be byte strings")
     protected = _protected(protected_bytes, content_type)
-    _check_unprotected(unprotected)
+    _check_unprotected(unprotected, x5chain_allowed)
     if len(signature) != 64:
         raise CoseError(f"ES256 signature must be 64 bytes, found {len(signature)}")
+    if int.from_bytes(signature[32:], "big") > P256_HALF_ORDER:
+        raise CoseError("signature is not in low-s form")
     return Sign1(protected_bytes, protected, unprotected, payload, signature)
 
 
@@ -108,13 +117,20 @@ def _protected(data: bytes, content_type: str) -> dict[int, Any]:
     return header
 
 
-def _check_unprotected(header: Any) -> None:
-    if not isinstance(header, dict) or not set(header) <= {HDR_X5CHAIN}:
-        raise CoseError("unprotected header may hold only x5chain (33)")
-    chain = header.get(HDR_X5CHAIN, [b""])
-    chain = [chain] if isinstance(chain, bytes) else chain
-    if not isinstance(chain, list) or not chain or not all(isinstance(c, bytes) for c in chain):
-        raise CoseError("x5chain must be a certificate or a non-empty array of certificates")
+def _check_unprotected(header: Any, x5chain_allowed: bool) -> None:
+    allowed = {HDR_X5CHAIN} if x5chain_allowed else set()
+    if not isinstance(header, dict) or not set(header) <= allowed:
+        raise CoseError("unprotected header " + ("may hold only x5chain (33)" if allowed else "must be empty"))
+    chain = header.get(HDR_X5CHAIN, b"")
+    if isinstance(chain, list) and len(chain) >= 2 and all(isinstance(c, bytes) for c in chain):
+        return
+    if not isinstance(chain, bytes):
+        raise CoseError("x5chain must be one certificate, or an array of two or more (RFC 9360)")
+
+
+def _chain_of(unprotected: dict[int, Any]) -> list[bytes]:
+    chain = unprotected.get(HDR_X5CHAIN, [])
+    return [chain] if isinstance(chain, bytes) else list(chain)
 
 
 def verify_signature(msg: Sign1, public_key: ec.EllipticCurvePublicKey) -> None:

@@ -8,7 +8,7 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any
 
-from agent.trust import cbor
+from agent.trust import cbor, cose
 
 SEAL_CONTENT_TYPE = "application/edgeseal-seal+cbor"
 CHECKPOINT_CONTENT_TYPE = "application/edgeseal-checkpoint+cbor"
@@ -156,3 +156,15 @@ def _gap(g: Any) -> Gap:
     if not isinstance(why, str) or not why:
         raise PayloadError("gap 'why' must be non-empty text")
     return Gap(first, last, why)
+
+
+def open_seal(data: bytes) -> tuple[cose.Sign1, SealPayload]:
+    """A seal's COSE_Sign1 and payload, parsed strictly (signature not checked)."""
+    msg = cose.decode(data, SEAL_CONTENT_TYPE, x5chain_allowed=True)
+    return msg, SealPayload.decode(msg.payload)
+
+
+def open_checkpoint(data: bytes) -> tuple[cose.Sign1, CheckpointPayload]:
+    """A checkpoint's COSE_Sign1 and payload, parsed strictly (signature not checked)."""
+    msg = cose.decode(data, CHECKPOINT_CONTENT_TYPE)
+    return msg, CheckpointPayload.decode(msg.payload)

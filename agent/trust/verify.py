@@ -38,12 +38,12 @@ from agent.trust.bundle import (
 from agent.trust.certs import ChainError, DeviceIdentity, key_id, parse_der_chain, verify_chain
 from agent.trust.leaf import LeafError, check_leaves, decode_leaf, leaf_hashes, salted_leaf_hash
 from agent.trust.payloads import (
-    CHECKPOINT_CONTENT_TYPE,
-    SEAL_CONTENT_TYPE,
     ZERO_HASH,
     CheckpointPayload,
     PayloadError,
     SealPayload,
+    open_checkpoint,
+    open_seal,
     seal_digest,
 )
 
@@ -135,7 +135,7 @@ class _Verifier:
         checkpoints = self._parse_checkpoints()
         if seals is None or checkpoints is None:
             return
-        identity = self._identity(seals)  # step 2
+        identity = self._identity(seals, checkpoints)  # step 2
         if identity is None:
             return
         self._signatures(identity, seals, checkpoints)  # step 3
@@ -153,8 +153,8 @@ class _Verifier:
         seals = []
         for i, batch in enumerate(self.bundle.batches):
             try:
-                msg = cose.decode(batch.seal, SEAL_CONTENT_TYPE)
-                seals.append(_Seal(i, batch.seal, msg, SealPayload.decode(msg.payload)))
+                msg, payload = open_seal(batch.seal)
+                seals.append(_Seal(i, batch.seal, msg, payload))
             except (cose.CoseError, PayloadError) as exc:
                 self.report.fail(f"batches[{i}].seal", str(exc))
         return seals if len(seals) == len(self.bundle.batches) else None
@@ -163,8 +163,7 @@ class _Verifier:
         out = []
         for i, data in enumerate(self.bundle.checkpoints):
             try:
-                msg = cose.decode(data, CHECKPOINT_CONTENT_TYPE)
-                out.append((msg, CheckpointPayload.decode(msg.payload)))
+                out.append(open_checkpoint(data))
             except (cose.CoseError, PayloadError) as exc:
                 self.report.fail(f"checkpoints[{i}]", str(exc))
         if not self.bundle.checkpoints:
@@ -172,12 +171,13 @@ class _Verifier:
         return out if len(out) == len(self.bundle.checkpoints) and out else None
 
     # step 2
-    def _identity(self, seals: list[_Seal]) -> DeviceIdentity | None:
-        times = [s.payload.t for s in seals]
+    def _identity(
+        self, seals: list[_Seal], checkpoints: list[tuple[cose.Sign1, CheckpointPayload]]
+    ) -> DeviceIdentity | None:
+        times = [s.payload.t for s in seals] + [c.t for _, c in checkpoints]
         try:
             chain = parse_der_chain(self.bundle.certs)
-            identity = verify_chain(chain, self.roots, _utc(min(times)))
-            verify_chain(chain, self.roots, _utc(max(times)))
+            identity = verify_chain(chain, self.roots, [_utc(min(times)), _utc(max(times))])
         except ChainError as exc:
             self.report.fail("certs", str(exc))
             return None
@@ -192,9 +192,12 @@ class _Verifier:
     ) -> None:
         kid = key_id(identity.public_key)
         devices = {s.payload.dev for s in seals} | {c.dev for _, c in checkpoints}
-        if len(devices) != 1:
-            self.report.fail("bundle", f"data of more than one device: {sorted(devices)}")
-        self.report.device = min(devices)
+        if devices != {identity.device_id}:
+            others = sorted(devices - {identity.device_id})
+            self.report.fail(
+                "bundle", f"signed as device(s) {others}, but the certificate is for {identity.device_id!r}"
+            )
+        self.report.device = identity.device_id
         signed = [(f"batches[{s.index}].seal (b={s.payload.b})", s.msg) for s in seals]
         signed += [(f"checkpoints[{i}] (size={c.size})", m) for i, (m, c) in enumerate(checkpoints)]
         for where, msg in signed:

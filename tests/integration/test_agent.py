@@ -6,20 +6,21 @@ import asyncio
 import random
 from pathlib import Path
 
+import pytest
 from agent_harness import SIMULATED, export_and_verify, run_for, write_config
 
 from agent.buffer.store import Buffer
 from agent.config import load_config
+from agent.errors import KeyError_
 from agent.export import Selection
 from agent.keys.software import SoftwareSigner
-from agent.trust import cose
 from agent.trust.bundle import decode_bundle
 from agent.trust.leaf import decode_leaf
-from agent.trust.payloads import SEAL_CONTENT_TYPE, SealPayload
+from agent.trust.payloads import SealPayload, open_seal
 
 
 def _seals(data: bytes) -> list[SealPayload]:
-    return [SealPayload.decode(cose.decode(b.seal, SEAL_CONTENT_TYPE).payload) for b in decode_bundle(data).batches]
+    return [open_seal(b.seal)[1] for b in decode_bundle(data).batches]
 
 
 def test_readings_are_sealed_exported_and_verified_across_restarts(tmp_path: Path) -> None:
@@ -55,7 +56,7 @@ def test_first_seal_after_each_start_carries_the_certificate_chain(tmp_path: Pat
     run_for(config, 0.7)
     run_for(config, 0.7)
     buffer = Buffer.open(config.buffer.dir)
-    messages = [cose.decode(row.cose, SEAL_CONTENT_TYPE) for row in buffer.seals()]
+    messages = [open_seal(row.cose)[0] for row in buffer.seals()]
     with_chain = [SealPayload.decode(m.payload).b for m in messages if m.x5chain()]
     boots = [SealPayload.decode(m.payload).boot for m in messages]
     assert with_chain == [1, boots.index(2) + 1]
@@ -80,7 +81,7 @@ class SlowSigner(SoftwareSigner):
 
 
 def test_a_slow_signer_makes_seals_larger_not_readings_slower(tmp_path: Path) -> None:
-    config_path = write_config(tmp_path, sources=SIMULATED, seal="interval: 50ms")
+    config_path = write_config(tmp_path, sources=SIMULATED, seal="interval: 50ms\n  checkpoint_every: 2")
     config = load_config(config_path)
     signer = SlowSigner.from_files(config.identity.key, config.identity.cert_chain)
     run_for(config, 2.5, signer=signer)
@@ -95,3 +96,21 @@ def test_a_slow_signer_makes_seals_larger_not_readings_slower(tmp_path: Path) ->
     assert len(seals) <= 2.5 / 0.2 + 2, "one signature at a time, each covering what arrived meanwhile"
     # ~400 readings/s and a 50 ms seal interval: ~20 per seal with a fast signer
     assert report.readings / len(seals) > 60, "seals grew while the signer was busy"
+
+
+def test_checkpoints_are_signed_while_a_slow_signer_runs(tmp_path: Path) -> None:
+    config = load_config(write_config(tmp_path, sources=SIMULATED, seal="interval: 50ms\n  checkpoint_every: 2"))
+    signer = SlowSigner.from_files(config.identity.key, config.identity.cert_chain)
+    stats = run_for(config, 3.0, signer=signer)
+    buffer = Buffer.open(config.buffer.dir)
+    sizes = [size for size, _ in buffer.checkpoints()]
+    buffer.close()
+    assert len(sizes) >= 3 and sizes[-1] == stats.log_size, "checkpoints kept coming, and the last covers all"
+
+
+def test_the_agent_refuses_a_device_id_its_certificate_does_not_name(tmp_path: Path) -> None:
+    config_path = write_config(tmp_path, sources=SIMULATED)
+    config_path.write_text(config_path.read_text().replace("id: test-gateway-1", "id: another-gateway"))
+    with pytest.raises(KeyError_, match="device certificate is for 'test-gateway-1'"):
+        run_for(load_config(config_path), 0.5)
+    assert not (tmp_path / "state" / "buffer.db").exists(), "refused before touching the buffer"

@@ -38,15 +38,16 @@ def test_chain_to_another_root_is_reported(ca, csr):
 def test_tampered_certificate_is_reported(ca, csr, tamper):
     der = issue_device_certificate(ca, csr).public_bytes(serialization.Encoding.DER)
     forged = x509.load_der_x509_certificate(tamper(der, b"GW-0001", b"GW-0666"))
-    assert chain_problems([forged, ca.issuing_cert], ca.root_cert) == [
-        "certificate 0: its signature does not verify with the key of certificate 1"
-    ]
+    [problem] = chain_problems([forged, ca.issuing_cert], ca.root_cert)
+    assert problem.startswith("certificate 0: ")
+    issuer = "'CN=edgeseal device issuing CA,O=Test Factory'"
+    assert problem.endswith(f"its signature does not verify with the key of {issuer}")
 
 
 def test_issuer_that_is_not_a_ca_is_reported(ca, csr):
     device = issue_device_certificate(ca, csr)
     problems = chain_problems([device, device], ca.root_cert)
-    assert "certificate 0: its issuer, certificate 1, is not a CA" in problems
+    assert any(p.startswith("certificate 0: ") and p.endswith("is not a CA") for p in problems)
 
 
 def test_certificate_outside_its_validity_is_reported(ca, csr):

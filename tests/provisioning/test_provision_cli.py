@@ -75,7 +75,7 @@ def test_tampered_certificate_fails_inspect(factory, run, tamper):
     factory.chain.write_bytes(forged + certs[1].public_bytes(serialization.Encoding.PEM))
     result = run("inspect", factory.chain, "--ca", factory.ca_dir / "root.pem")
     assert result.code == 1
-    assert "certificate 0: its signature does not verify" in result.err
+    assert "certificate 0: " in result.err and "its signature does not verify" in result.err
 
 
 def test_chain_to_another_root_fails_inspect(factory, run, tmp_path):

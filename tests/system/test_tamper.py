@@ -31,7 +31,7 @@ from agent.export import Selection
 from agent.trust import cose, merkle
 from agent.trust.bundle import Batch, Bundle, Disclosed, NotABundle, SelectiveBatch, decode_bundle
 from agent.trust.leaf import decode_leaf, encode_leaf, leaf_hashes
-from agent.trust.payloads import SEAL_CONTENT_TYPE, SealPayload
+from agent.trust.payloads import SEAL_CONTENT_TYPE, SealPayload, open_seal
 from agent.trust.verify import verify_bundle
 
 # Flipped bits inside certificates make cryptography warn about what it parsed.
@@ -445,7 +445,7 @@ def test_selective_bundle_cannot_repeat_or_reorder(
 def forge_seal(genuine: bytes, impostor: SealedState, **changes: object) -> bytes:
     """The genuine seal's header and payload (with `changes`), signed by the impostor's
     key: the kid still names the genuine device."""
-    msg = cose.decode(genuine, SEAL_CONTENT_TYPE)
+    msg = cose.decode(genuine, SEAL_CONTENT_TYPE, x5chain_allowed=True)
     payload = dataclasses.replace(SealPayload.decode(msg.payload), **changes).encode()
     signature = asyncio.run(impostor.signer().sign_digest(cose.digest_to_sign(msg.protected_bytes, payload)))
     return cose.assemble(msg.protected_bytes, payload, signature)
@@ -505,7 +505,7 @@ def test_forged_readings_under_a_forged_seal(
     bundle = decode_bundle(export(history))
     batch = bundle.batches[2]
     readings = [batch.readings[0], other_value(batch.readings[1]), batch.readings[2]]
-    s0 = SealPayload.decode(cose.decode(batch.seal, SEAL_CONTENT_TYPE).payload).s0
+    s0 = open_seal(batch.seal)[1].s0
     root = merkle.root_of(leaf_hashes(batch.salt_key, s0, readings))
     tampered = with_batch(bundle, 2, Batch(forge_seal(batch.seal, impostor, root=root), batch.salt_key, readings))
     verdict = verify_json(tampered.encode(), history, tmp_path, capsys)

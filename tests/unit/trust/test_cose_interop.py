@@ -58,15 +58,28 @@ def test_our_seal_verifies_in_pycose(private_key: ec.EllipticCurvePrivateKey) ->
     assert SealPayload.decode(msg.payload).dev == "dev-1"
 
 
-def test_pycose_message_verifies_here(private_key: ec.EllipticCurvePrivateKey) -> None:
+def test_pycose_messages_verify_here_in_low_s_form(private_key: ec.EllipticCurvePrivateKey) -> None:
+    """pycose signs with either s; we accept exactly the low-s one of the two equivalent
+    signatures (one encoding per message), so a high-s message verifies once normalised."""
     kid = key_id(private_key.public_key())
-    payload = SealPayload("dev-2", 4, 9, 100, 1, bytes(32), bytes(32), 5).encode()
-    msg = Sign1Message(phdr={Algorithm: Es256, ContentType: SEAL_CONTENT_TYPE, KID: kid}, payload=payload)
-    msg.key = _pycose_key(private_key, with_private=True)
-    data = msg.encode(tag=True)
-    parsed = cose.decode(data, SEAL_CONTENT_TYPE)
-    cose.verify_signature(parsed, private_key.public_key())
-    assert parsed.kid == kid and SealPayload.decode(parsed.payload).b == 9
+    forms = set()
+    for b in range(1, 21):  # pycose signs deterministically (RFC 6979): vary the payload
+        payload = SealPayload("dev-2", 4, b, 100, 1, bytes(32), bytes(32), 5).encode()
+        msg = Sign1Message(phdr={Algorithm: Es256, ContentType: SEAL_CONTENT_TYPE, KID: kid}, payload=payload)
+        msg.key = _pycose_key(private_key, with_private=True)
+        data = msg.encode(tag=True)
+        tagged = cbor2.loads(data)
+        protected, _, _, signature = tagged.value
+        high = int.from_bytes(signature[32:], "big") > cose.P256_HALF_ORDER
+        forms.add(high)
+        if high:
+            with pytest.raises(cose.CoseError, match="low-s"):
+                cose.decode(data, SEAL_CONTENT_TYPE)
+            data = cose.assemble(protected, payload, signature)  # normalises s
+        parsed = cose.decode(data, SEAL_CONTENT_TYPE)
+        cose.verify_signature(parsed, private_key.public_key())
+        assert parsed.kid == kid and SealPayload.decode(parsed.payload).b == b
+    assert forms == {False, True}, "20 signatures without both forms of s: vanishingly unlikely"
 
 
 def test_a_changed_payload_fails_in_both(private_key: ec.EllipticCurvePrivateKey) -> None:
