@@ -13,13 +13,24 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from agent_harness import export_and_verify, write_config
 
+from agent.trust.payloads import open_seal
+
 TRIALS = int(os.environ.get("EDGESEAL_CRASH_TRIALS", "20"))
-LOAD = """  - name: load
+STEADY = """  - name: load
     type: simulator
     interval: 10ms
     generate: {count: 200, prefix: "p.", pattern: random}"""
+# More than one core can store: the memory queue overflows, readings are dropped, and
+# kills land between a drop and the seal that would have signed its gap.
+OVERLOADED = """  - name: flood
+    type: simulator
+    interval: 10ms
+    generate: {count: 4000, prefix: "f.", pattern: random}
+buffer:
+  max_pending: 1000"""
 
 
 def _start(config: Path) -> subprocess.Popen[bytes]:
@@ -30,8 +41,11 @@ def _start(config: Path) -> subprocess.Popen[bytes]:
     )
 
 
-def _snapshot(db: Path) -> dict[int, tuple[bytes, int, int, bytes]]:
-    """b -> (seal bytes, s0, n, digest of the batch's readings), read-only."""
+Snapshot = dict[int, tuple[bytes, int, int, int, bytes]]
+
+
+def _snapshot(db: Path) -> Snapshot:
+    """b -> (seal bytes, s0, n, first seq the seal accounts for, digest of its readings)."""
     conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
     try:
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
@@ -41,18 +55,26 @@ def _snapshot(db: Path) -> dict[int, tuple[bytes, int, int, bytes]]:
                 "SELECT leaf FROM readings WHERE seq BETWEEN ? AND ? ORDER BY seq", (s0, s0 + n - 1)
             ).fetchall()
             assert len(leaves) == n, f"batch {b} lost readings"
-            out[b] = (cose, s0, n, hashlib.sha256(b"".join(leaf for (leaf,) in leaves)).digest())
+            gap = open_seal(cose)[1].gap
+            first = gap.first if gap else s0
+            out[b] = (cose, s0, n, first, hashlib.sha256(b"".join(leaf for (leaf,) in leaves)).digest())
         return out
     finally:
         conn.close()
 
 
-def test_kill_9_at_random_moments_loses_no_sealed_reading(tmp_path: Path) -> None:
-    config = write_config(tmp_path, sources=LOAD, seal="interval: 100ms\n  checkpoint_every: 5")
+@pytest.mark.parametrize(
+    ("load", "trials"), [(STEADY, TRIALS), (OVERLOADED, max(1, TRIALS // 2))], ids=["steady", "overloaded"]
+)
+def test_kill_9_at_random_moments_loses_no_sealed_reading(tmp_path: Path, load: str, trials: int) -> None:
+    sources, _, buffer = load.partition("buffer:\n")
+    config = write_config(tmp_path, sources=sources.rstrip("\n"), seal="interval: 100ms\n  checkpoint_every: 5")
+    if buffer:
+        config.write_text(config.read_text().replace("buffer:\n", "buffer:\n" + buffer + "\n"))
     db = tmp_path / "state" / "buffer.db"
     rng = random.Random(int.from_bytes(os.urandom(4), "big"))
-    sealed: dict[int, tuple[bytes, int, int, bytes]] = {}
-    for trial in range(TRIALS):
+    sealed: Snapshot = {}
+    for trial in range(trials):
         agent = _start(config)
         time.sleep(rng.uniform(0.8, 2.5))  # interpreter start-up is ~0.6 s of it
         agent.send_signal(signal.SIGKILL)
@@ -63,11 +85,10 @@ def test_kill_9_at_random_moments_loses_no_sealed_reading(tmp_path: Path) -> Non
         bs = sorted(now)
         assert bs == list(range(1, len(bs) + 1)), f"trial {trial}: batch numbers have holes"
         for b in bs[1:]:
-            _, s0, _, _ = now[b]
-            _, p0, pn, _ = now[b - 1]
-            assert s0 == p0 + pn, f"trial {trial}: seq does not continue at batch {b}"
+            _, p0, pn, _, _ = now[b - 1]
+            assert now[b][3] == p0 + pn, f"trial {trial}: seq does not continue at batch {b}"
         sealed = now
-    assert len(sealed) > TRIALS, "the agent sealed almost nothing: kills came too early to mean anything"
+    assert len(sealed) > trials, "the agent sealed almost nothing: kills came too early to mean anything"
 
     agent = _start(config)  # a last, orderly run checkpoints everything
     time.sleep(2.0)
@@ -77,6 +98,13 @@ def test_kill_9_at_random_moments_loses_no_sealed_reading(tmp_path: Path) -> Non
     report, _ = export_and_verify(config)
     assert report.valid, report.findings
     # every start counted; a start killed before its first seal leaves no seal of that boot
-    assert set(report.boots) <= set(range(1, TRIALS + 2)) and report.boots[-1] == TRIALS + 1
-    assert len(report.complete) == 1 and report.complete[0][0] == 1, report.complete
-    assert not report.gaps
+    assert set(report.boots) <= set(range(1, trials + 2)) and report.boots[-1] == trials + 1
+    assert all(gap.signed for gap in report.gaps), report.gaps
+    pieces = sorted([*report.complete, *((g.first, g.last) for g in report.gaps)])
+    assert pieces[0][0] == 1 and all(a[1] + 1 == b[0] for a, b in zip(pieces, pieces[1:])), (
+        "every seq from 1 on is either a verified reading or inside a signed gap"
+    )
+    if load is STEADY:
+        assert len(report.complete) == 1 and not report.gaps
+    else:
+        assert report.gaps, "the overload dropped nothing: the test did not test drops"
