@@ -25,10 +25,17 @@ _STR = "tag:yaml.org,2002:str"
 _YAML_TAG = "tag:yaml.org,2002:"
 _COLLECTION_TAGS = {_YAML_TAG + name for name in ("map", "seq")}
 _SCALAR_TAGS = {_YAML_TAG + name for name in ("null", "bool", "int", "float", "str", "binary", "timestamp")}
+# Aliases expand in place, so a small file can stand for billions of values ("billion
+# laughs"). Building stops past this many values, far more than any real configuration.
+MAX_VALUES = 1_000_000
 
 
 class _Unloaded(Exception):
     """A node could not be loaded; its problem is already reported."""
+
+
+class _TooManyValues(Exception):
+    """More than MAX_VALUES values; reported, and nothing more of the file is built."""
 
 
 def load_yaml(path: str, env: Mapping[str, str]) -> Document:
@@ -58,7 +65,15 @@ class _Builder:
         self._env = env
         self._scalars = yaml.SafeLoader("")  # resolves and constructs scalar values
         self._files: list[tuple[str, str]] = []  # (real path, shown path) of files being read
+        # Each file is read once: an !include of it again reuses its nodes, like an alias.
+        self._composed: dict[str, yaml.Node | None | FileProblem] = {}
+        self._failed: set[tuple[str, Where]] = set()  # (file, !include) failures reported
+        self._targets: dict[tuple[str, str], tuple[str, str]] = {}  # (file, !include) -> _target
         self._building: set[int] = set()  # nodes being built: an alias back to one is a loop
+        self._built: dict[int, yaml.Node] = {}  # nodes built once (kept, so ids stay unique)
+        self._repeat: tuple[yaml.Node, Path] | None = None  # the outermost alias being expanded
+        self._count = 0  # values built so far, counting every expansion of an alias
+        self._unloadable: set[tuple[Where, str]] = set()  # problems _unload reported
 
     def load_root(self, file: str) -> None:
         try:
@@ -68,16 +83,19 @@ class _Builder:
         if root is None:
             self.doc.report(Where(file, 1, 1), (), "expected a mapping at the top level, found an empty file")
             return
-        with self._reading(file):
-            data = self._value(root, ())
+        try:
+            with self._reading(os.path.realpath(file), file):
+                data = self._value(root, ())
+        except _TooManyValues:
+            return
         if isinstance(data, dict):
             self.doc.data = data
         elif () not in self.doc.unloaded:
             self.doc.report(_where(root), (), f"expected a mapping at the top level, found {show(data)}")
 
     @contextmanager
-    def _reading(self, file: str) -> Iterator[None]:
-        self._files.append((os.path.realpath(file), file))
+    def _reading(self, real: str, file: str) -> Iterator[None]:
+        self._files.append((real, file))
         try:
             yield
         finally:
@@ -85,25 +103,34 @@ class _Builder:
 
     def _compose(self, file: str, blame: Where, path: Path) -> yaml.Node | None:
         """The root node of `file` (None when it is empty). A file that cannot be read is
-        reported at `blame` (the `!include`), a syntax error where it is in the file."""
-        try:
-            return compose_file(file)
-        except FileProblem as problem:
-            if problem.position is None:
-                self.doc.report(blame, path, problem.message)
+        reported at `blame` (the `!include`), a syntax error where it is in the file; once
+        for each `!include`, however often an alias or include repeats it."""
+        if file not in self._composed:
+            try:
+                self._composed[file] = compose_file(file)
+            except FileProblem as problem:
+                self._composed[file] = problem
+        composed = self._composed[file]
+        if not isinstance(composed, FileProblem):
+            return composed
+        if (file, blame) not in self._failed:
+            self._failed.add((file, blame))
+            if composed.position is None:
+                self.doc.report(blame, path, composed.message)
             else:
-                self.doc.report(Where(file, *problem.position), (), problem.message)
-            raise _Unloaded from None
+                self.doc.report(Where(file, *composed.position), (), composed.message)
+        raise _Unloaded
 
     def _value(self, node: yaml.Node, path: Path) -> Any:
         if node.tag == INCLUDE:
             return self._include(node, path)
+        self._counted(node, path)
         self.doc.values[path] = _where(node)
         if id(node) in self._building:
             return self._unload(node, path, "expected a value, found an alias to a node that contains it")
         if not isinstance(node, yaml.ScalarNode) and node.tag not in _COLLECTION_TAGS:
             return self._unload(node, path, f"expected a plain mapping or list, found the tag {_tag(node)}")
-        self._building.add(id(node))
+        outermost = self._enter(node, path)
         try:
             if isinstance(node, yaml.MappingNode):
                 return self._mapping(node, path)
@@ -111,10 +138,38 @@ class _Builder:
                 return self._sequence(node, path)
             return self._scalar(cast(yaml.ScalarNode, node), path)
         finally:
-            self._building.discard(id(node))
+            self._leave(node, outermost)
+
+    def _enter(self, node: yaml.Node, path: Path) -> bool:
+        """Marks `node` as being built. A node built before is built again for an alias:
+        True when it is the outermost such node, which _leave must then be told."""
+        outermost = self._repeat is None and id(node) in self._built
+        if outermost:
+            self._repeat = (node, path)
+        self._building.add(id(node))
+        self._built[id(node)] = node
+        return outermost
+
+    def _leave(self, node: yaml.Node, outermost: bool) -> None:
+        self._building.discard(id(node))
+        if outermost:
+            self._repeat = None
+
+    def _counted(self, node: yaml.Node, path: Path) -> None:
+        """Counts a value about to be built; past MAX_VALUES, reports it at the outermost
+        alias being expanded (else at `node`) and stops building."""
+        self._count += 1
+        if self._count > MAX_VALUES:
+            blame, at = self._repeat or (node, path)
+            message = f"expected at most {MAX_VALUES} values in total (aliases expand in place), found more"
+            self.doc.report(_where(blame), at, message + "; is this an alias bomb?")
+            raise _TooManyValues
 
     def _unload(self, node: yaml.Node, path: Path, message: str) -> None:
-        self.doc.report(_where(node), path, message)
+        """Reports a value that cannot be loaded, once: an alias repeating it adds no problem."""
+        if (_where(node), message) not in self._unloadable:
+            self._unloadable.add((_where(node), message))
+            self.doc.report(_where(node), path, message)
         self.doc.unloaded.append(path)
 
     def _include(self, node: yaml.Node, path: Path) -> Any:
@@ -129,22 +184,30 @@ class _Builder:
     @contextmanager
     def _included(self, node: yaml.Node, path: Path) -> Iterator[yaml.Node]:
         """The root node of the file an `!include` names, while that file is being read."""
+        self._counted(node, path)
         blame = _where(node)
         if not isinstance(node, yaml.ScalarNode) or not node.value:
             self.doc.report(blame, path, f"expected a file path after !include, found {_node_kind(node)}")
             raise _Unloaded
-        file = display_path(os.path.join(os.path.dirname(os.path.abspath(blame.file)), node.value))
-        reals = [real for real, _ in self._files]
-        if os.path.realpath(file) in reals:
-            cycle = " -> ".join([shown for _, shown in self._files[reals.index(os.path.realpath(file)) :]] + [file])
+        file, real = self._target(blame.file, node.value)
+        reading = [each for each, _ in self._files]
+        if real in reading:
+            cycle = " -> ".join([shown for _, shown in self._files[reading.index(real) :]] + [file])
             self.doc.report(blame, path, f"expected a file not already being included, found a cycle: {cycle}")
             raise _Unloaded
         root = self._compose(file, blame, path)
         if root is None:
             self.doc.report(blame, path, f"expected YAML content in '{file}', found an empty file")
             raise _Unloaded
-        with self._reading(file):
+        with self._reading(real, file):
             yield root
+
+    def _target(self, including: str, included: str) -> tuple[str, str]:
+        """(shown path, real path) of the file `included` names, relative to `including`."""
+        if (including, included) not in self._targets:
+            file = display_path(os.path.join(os.path.dirname(os.path.abspath(including)), included))
+            self._targets[including, included] = (file, os.path.realpath(file))
+        return self._targets[including, included]
 
     def _mapping(self, node: yaml.MappingNode, path: Path) -> dict[str, Any]:
         result: dict[str, Any] = {}
@@ -170,12 +233,12 @@ class _Builder:
     def _pairs(self, node: yaml.MappingNode, path: Path) -> list[tuple[yaml.Node, yaml.Node, bool]]:
         """Key/value pairs, written ones first, then those of `<<:` merges (YAML merge keys)."""
         written = [(key, value, False) for key, value in node.value if key.tag != _MERGE]
-        merged = [
-            (key, value, True)
-            for merge_key, source in node.value
-            if merge_key.tag == _MERGE
-            for key, value, _ in self._merge_source(source, path)
-        ]
+        merged = []  # merges copy pairs (through aliases too): count the copies as they come
+        for merge_key, source in node.value:
+            if merge_key.tag == _MERGE:
+                for key, value, _ in self._merge_source(source, path):
+                    self._counted(source, path)
+                    merged.append((key, value, True))
         return written + merged
 
     def _merge_source(self, node: yaml.Node, path: Path) -> list[tuple[yaml.Node, yaml.Node, bool]]:
@@ -184,7 +247,7 @@ class _Builder:
                 _where(node), path, "expected a mapping to merge, found an alias to a node that contains it"
             )
             return []
-        self._building.add(id(node))
+        outermost = self._enter(node, path)
         try:
             if isinstance(node, yaml.MappingNode):
                 return self._pairs(node, path)
@@ -197,7 +260,7 @@ class _Builder:
             )
             return []
         finally:
-            self._building.discard(id(node))
+            self._leave(node, outermost)
 
     def _sequence(self, node: yaml.SequenceNode, path: Path) -> list[Any]:
         items: list[Any] = []
@@ -214,7 +277,11 @@ class _Builder:
             try:
                 with self._included(item, path) as root:
                     if isinstance(root, yaml.SequenceNode):
-                        yield from self._items(root, path)
+                        outermost = self._enter(root, path)
+                        try:
+                            yield from self._items(root, path)
+                        finally:
+                            self._leave(root, outermost)
                     else:
                         yield root
             except _Unloaded:
