@@ -235,6 +235,6 @@ def _bytes(x: Any, where: str, size: int | None = None) -> bytes:
 
 
 def _uint(x: Any, where: str) -> int:
-    if not isinstance(x, int) or isinstance(x, bool) or x < 0:
+    if not cbor.is_uint(x):
         raise BundleFormatError(f"{where}: expected an unsigned integer")
     return x

@@ -22,6 +22,11 @@ import cbor2
 MAX_UINT64 = 2**64 - 1
 
 
+def is_uint(x: Any) -> bool:
+    """An unsigned integer as decoded: int, not bool (a CBOR true is not 1)."""
+    return isinstance(x, int) and not isinstance(x, bool) and x >= 0
+
+
 class CborError(ValueError):
     """Bytes that are not one deterministically encoded CBOR item."""
 

@@ -137,13 +137,13 @@ def _checked(item: Any) -> Leaf:
 
 
 def _what_is_wrong(seq: Any, ts: Any, tag: Any, value: Any, quality: Any) -> str:
-    if not _is_uint(seq) or seq < 1:
+    if not cbor.is_uint(seq) or seq < 1:
         return f"seq must be an unsigned integer >= 1, found {seq!r}"
     if not isinstance(ts, int) or isinstance(ts, bool):
         return f"ts must be integer nanoseconds, found {ts!r}"
     if not isinstance(tag, str) or not tag:
         return f"tag must be non-empty text, found {tag!r}"
-    if not _is_uint(quality) or quality > MAX_UINT32:
+    if not cbor.is_uint(quality) or quality > MAX_UINT32:
         return f"quality must be a uint32 status code, found {quality!r}"
     return "a reading with Bad quality must carry a null value"
 
@@ -162,10 +162,6 @@ def _fast_decode(data: bytes) -> list[Any] | None:
     if cbor2.dumps(item, canonical=True) != data:
         raise LeafError("leaf is not deterministic CBOR (RFC 8949 4.2.1)")
     return item
-
-
-def _is_uint(x: Any) -> bool:
-    return isinstance(x, int) and not isinstance(x, bool) and x >= 0
 
 
 def salt(salt_key: bytes, seq: int) -> bytes:

@@ -124,13 +124,9 @@ def _decode_map(data: bytes, required: set[str], optional: set[str]) -> dict[str
     return m
 
 
-def _is_int(x: Any) -> bool:
-    return isinstance(x, int) and not isinstance(x, bool)
-
-
 def _uint(m: dict[str, Any], key: str, minimum: int) -> int:
     x = m[key]
-    if not _is_int(x) or x < minimum:
+    if not cbor.is_uint(x) or x < minimum:
         raise PayloadError(f"{key!r} must be an integer >= {minimum}, found {x!r}")
     return x
 
@@ -151,7 +147,7 @@ def _gap(g: Any) -> Gap:
     if not isinstance(g, dict) or set(g) != {"from", "to", "why"}:
         raise PayloadError("'gap' must be a map of exactly from, to, why")
     first, last, why = g["from"], g["to"], g["why"]
-    if not (_is_int(first) and _is_int(last) and 1 <= first <= last):
+    if not (cbor.is_uint(first) and cbor.is_uint(last) and 1 <= first <= last):
         raise PayloadError("gap 'from'..'to' must be seqs with 1 <= from <= to")
     if not isinstance(why, str) or not why:
         raise PayloadError("gap 'why' must be non-empty text")
