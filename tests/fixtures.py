@@ -96,21 +96,9 @@ def make_sealed_state(
 async def _one_boot(
     state: SealedState, seq: int, per_batch: int, per_checkpoint: int, checkpoints: int, checkpointed: bool
 ) -> int:
-    buffer = Buffer.open(state.state_dir)
+    clock = _Clock(time.time_ns())  # seal times must fall within the certificate's validity
+    buffer, sequencer, sealer = open_pipeline(state.state_dir, state.signer(), state.device_id, clock=clock)
     try:
-        clock = _Clock(time.time_ns())  # seal times must fall within the certificate's validity
-        sequencer = Sequencer(buffer, max_pending=10_000, flush_interval=0.01, max_batch=10_000)
-        sealer = Sealer(
-            buffer,
-            sequencer,
-            state.signer(),
-            device_id=state.device_id,
-            boot=buffer.start_boot(clock()),
-            interval=1.0,
-            checkpoint_every=10_000,
-            checkpoint_interval=3600.0,
-            clock=clock,
-        )
         for _ in range(checkpoints):
             for _ in range(per_checkpoint):
                 batch = [_reading(seq + i) for i in range(per_batch)]
@@ -124,6 +112,34 @@ async def _one_boot(
     finally:
         buffer.close()
     return seq
+
+
+def open_pipeline(
+    state_dir: Path,
+    signer: SoftwareSigner,
+    device_id: str,
+    *,
+    max_pending: int = 10_000,
+    interval: float = 1.0,
+    checkpoint_every: int = 10_000,
+    clock: Callable[[], int] = time.time_ns,
+) -> tuple[Buffer, Sequencer, Sealer]:
+    """The agent's buffer, sequencer and sealer, started as a new boot, for tests that
+    drive them by hand (submit, drain, seal_pending, finish)."""
+    buffer = Buffer.open(state_dir)
+    sequencer = Sequencer(buffer, max_pending=max_pending, flush_interval=0.01, max_batch=10_000)
+    sealer = Sealer(
+        buffer,
+        sequencer,
+        signer,
+        device_id=device_id,
+        boot=buffer.start_boot(clock()),
+        interval=interval,
+        checkpoint_every=checkpoint_every,
+        checkpoint_interval=3600.0,
+        clock=clock,
+    )
+    return buffer, sequencer, sealer
 
 
 def _reading(i: int) -> Reading:

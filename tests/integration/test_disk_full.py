@@ -9,12 +9,11 @@ import time
 from pathlib import Path
 
 from cryptography import x509
+from fixtures import open_pipeline
 
 from agent.buffer.store import Buffer
 from agent.export import export_bundle
 from agent.keys.software import SoftwareSigner
-from agent.sealer import Sealer
-from agent.sequencer import Sequencer
 from agent.trust.verify import verify_bundle
 from drivers.api import Reading
 from provisioning.devca import make_demo_identity
@@ -30,18 +29,7 @@ def test_full_disk_drops_oldest_and_seals_a_signed_gap(tmp_path: Path) -> None:
     signer = SoftwareSigner.from_files(identity.key_path, identity.chain_path)
 
     async def scenario() -> None:
-        buffer = Buffer.open(tmp_path / "state")
-        sequencer = Sequencer(buffer, max_pending=1_000, flush_interval=0.01, max_batch=10_000)
-        sealer = Sealer(
-            buffer,
-            sequencer,
-            signer,
-            device_id="full-disk-1",
-            boot=buffer.start_boot(time.time_ns()),
-            interval=0.05,
-            checkpoint_every=100,
-            checkpoint_interval=60,
-        )
+        buffer, sequencer, sealer = open_pipeline(tmp_path / "state", signer, "full-disk-1", max_pending=1_000)
         await sequencer.submit(_readings(0, 500))
         await sealer.seal_pending()  # b=1: seq 1..500
 

@@ -10,14 +10,11 @@ from pathlib import Path
 
 import cbor2
 from cryptography import x509
-from fixtures import SealedState, export, make_sealed_state, mutate_bundle, replace
+from fixtures import SealedState, export, make_sealed_state, mutate_bundle, open_pipeline, replace
 
-from agent.buffer.store import Buffer
 from agent.export import export_bundle
 from agent.keys.software import SoftwareSigner
 from agent.report import render_text
-from agent.sealer import Sealer
-from agent.sequencer import Sequencer
 from agent.trust import cbor, cose
 from agent.trust.bundle import Bundle
 from agent.trust.verify import verify_bundle
@@ -74,18 +71,7 @@ def test_data_signed_under_another_device_name_is_rejected(tmp_path: Path) -> No
     signer = SoftwareSigner.from_files(identity.key_path, identity.chain_path)
 
     async def seal_as_someone_else() -> bytes:
-        buffer = Buffer.open(tmp_path / "state")
-        sequencer = Sequencer(buffer, max_pending=100, flush_interval=0.01, max_batch=100)
-        sealer = Sealer(
-            buffer,
-            sequencer,
-            signer,
-            device_id="GW-2",
-            boot=buffer.start_boot(time.time_ns()),
-            interval=1,
-            checkpoint_every=10,
-            checkpoint_interval=60,
-        )
+        buffer, sequencer, sealer = open_pipeline(tmp_path / "state", signer, "GW-2")
         await sequencer.submit([Reading("t", time.time_ns(), 1.0, 0)])
         await sealer.finish()
         data = export_bundle(buffer)[0].encode()

@@ -6,6 +6,8 @@ import asyncio
 import time
 from pathlib import Path
 
+from fixtures import open_pipeline
+
 from agent.buffer.store import Buffer
 from agent.errors import SigningError
 from agent.keys.software import SoftwareSigner
@@ -14,13 +16,13 @@ from agent.sequencer import Sequencer
 from drivers.api import Reading
 from provisioning.devca import make_demo_identity
 
+Pipeline = tuple[Buffer, Sequencer, Sealer]
 
-def _pipeline(tmp_path: Path, signer: SoftwareSigner, **sealing: float) -> tuple[Buffer, Sequencer, Sealer]:
-    buffer = Buffer.open(tmp_path / "state")
-    sequencer = Sequencer(buffer, max_pending=100_000, flush_interval=0.01, max_batch=10_000)
-    options = {"interval": 0.05, "checkpoint_every": 1_000, "checkpoint_interval": 3600.0, **sealing}
-    sealer = Sealer(buffer, sequencer, signer, device_id="sealer-1", boot=buffer.start_boot(time.time_ns()), **options)
-    return buffer, sequencer, sealer
+
+def _pipeline(
+    tmp_path: Path, signer: SoftwareSigner, checkpoint_every: int = 1_000
+) -> tuple[Buffer, Sequencer, Sealer]:
+    return open_pipeline(tmp_path / "state", signer, "sealer-1", interval=0.05, checkpoint_every=checkpoint_every)
 
 
 def _readings(n: int) -> list[Reading]:
