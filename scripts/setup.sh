@@ -7,7 +7,9 @@ cd "$(dirname "$0")/.."
 python=${PYTHON:-python3}
 "$python" -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
   || { echo "edgeseal needs Python >= 3.11 (found $("$python" --version 2>&1))" >&2; exit 2; }
-[ -x .venv/bin/python ] || "$python" -m venv .venv
+if [ ! -x .venv/bin/python ]; then
+  "$python" -m venv .venv || { echo "edgeseal: cannot create a virtualenv; on Debian/Ubuntu: apt-get install python3-venv" >&2; exit 2; }
+fi
 extras=""
 [ "${1:-}" = "test" ] && extras="[test]"
 # pip's chatter goes to a log, shown only when the install fails
