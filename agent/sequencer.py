@@ -83,19 +83,22 @@ class Sequencer:
 
     def _recover_unsealed(self) -> None:
         """Readings committed before a crash but never sealed are sealed now, in runs of
-        consecutive seqs; seqs missing between runs (dropped, and the process died before
-        it could seal their gap) become a signed gap."""
-        rows = self._buffer.readings(self._open.s0, self._next_seq - 1)
-        run: list[bytes] = []
-        for seq, leaf in rows:
-            if seq != self._open.s0 + self._open.n + len(run):
-                self._open.add(self._open.s0 + self._open.n, run)
-                run = []
-                self._record_gap(self._open.s0 + self._open.n, seq - 1, "not in the buffer at restart")
-            run.append(leaf)
-        self._open.add(self._open.s0 + self._open.n, run)
-        if rows:
-            log.info("recovered %d unsealed readings (seq %d..%d)", len(rows), rows[0][0], rows[-1][0])
+        consecutive seqs, max_batch to a batch; seqs missing between runs (dropped, and the
+        process died before it could seal their gap) become a signed gap. Read in chunks:
+        after a long signer outage there may be millions."""
+        recovered = 0
+        for rows in self._buffer.iter_readings(self._open.s0, self._next_seq - 1):
+            for seq, leaf in rows:
+                expected = self._open.s0 + self._open.n
+                if seq != expected:
+                    self._record_gap(expected, seq - 1, "not in the buffer at restart")
+                elif self._open.n >= self._max_batch:
+                    self._closed.append(self._open)
+                    self._open = OpenBatch(seq)
+                self._open.add(seq, (leaf,))
+            recovered += len(rows)
+        if recovered:
+            log.info("recovered %d unsealed readings up to seq %d", recovered, self._next_seq - 1)
 
     # -- the ReadingSink drivers see ------------------------------------------------
 

@@ -130,6 +130,17 @@ class Buffer:
                 self._rollback()
                 raise
 
+    def iter_readings(self, first: int, last: int, chunk: int = 10_000) -> Iterator[list[tuple[int, bytes]]]:
+        """readings(first, last) in chunks, however many there are."""
+        while first <= last:
+            rows = self._conn.execute(
+                "SELECT seq, leaf FROM readings WHERE seq BETWEEN ? AND ? ORDER BY seq LIMIT ?", (first, last, chunk)
+            ).fetchall()
+            if not rows:
+                return
+            yield rows
+            first = rows[-1][0] + 1
+
     def readings(self, first: int, last: int) -> list[tuple[int, bytes]]:
         return self._conn.execute(
             "SELECT seq, leaf FROM readings WHERE seq BETWEEN ? AND ? ORDER BY seq", (first, last)

@@ -155,8 +155,8 @@ def _fast_decode(data: bytes) -> list[Any] | None:
         item = cbor2.loads(data)
     except cbor.DECODE_ERRORS:
         return None  # the strict path reports it
-    if type(item) is not list or len(item) != 5 or type(item[3]) not in _SCALARS:
-        return None
+    if type(item) is not list or len(item) != 5 or any(type(x) not in _SCALARS for x in item):
+        return None  # containers (maybe shared references) are for the strict path
     if any(type(x) is int and not _MIN_INT <= x <= _MAX_INT for x in item):
         return None  # a bignum: the strict path rejects it
     if cbor2.dumps(item, canonical=True) != data:

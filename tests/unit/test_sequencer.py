@@ -123,3 +123,17 @@ def test_drops_without_a_write_failure_say_so(tmp_path: Path) -> None:
     assert batch is not None and batch.gap is not None
     assert batch.gap.why == "dropped from the full memory queue: readings came faster than they were stored"
     buffer.close()
+
+
+def test_many_unsealed_readings_are_recovered_in_bounded_batches(tmp_path: Path) -> None:
+    buffer = Buffer.open(tmp_path)
+    now = time.time_ns()
+    from agent.trust.leaf import encode_leaf
+
+    buffer.insert_readings([(s, encode_leaf(s, now, "t", s, 0)) for s in range(1, 125)])
+    buffer.close()  # as after a long signer outage: all stored, none sealed
+    buffer = Buffer.open(tmp_path)
+    seq = _sequencer(buffer)  # max_batch 50
+    batches = [seq.take_batch() for _ in range(seq.ready())]
+    assert [(b.s0, b.n) for b in batches if b] == [(1, 50), (51, 50), (101, 24)]
+    buffer.close()

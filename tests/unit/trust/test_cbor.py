@@ -188,3 +188,28 @@ def test_bignums_are_not_leaves(leaf: list) -> None:
 def test_encode_leaf_refuses_what_a_verifier_would_reject(fields: tuple) -> None:
     with pytest.raises(cbor.CborError):
         encode_leaf(*fields)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        "d81c81d81d00",  # a shareable array holding a reference to itself: a cycle
+        "d81c82d81d00d81d00",  # shared references: exponential when walked
+        "81" * 500 + "00",  # nested deeper than cbor2 (400) or any edgeseal structure allows
+    ],
+)
+def test_reference_tags_cycles_and_deep_nesting_are_refused_promptly(data: str) -> None:
+    raw = bytes.fromhex(data)
+    with pytest.raises(cbor.CborError):
+        cbor.decode(raw)
+    with pytest.raises(LeafError):
+        decode_leaf(raw)
+
+
+def test_a_leaf_whose_fields_share_references_is_refused() -> None:
+    # [seq, ts, tag, value, quality] with a shareable list as seq and references after it
+    raw = bytes.fromhex("85d81c8101d81d00d81d0001d81d00")
+    with pytest.raises(LeafError):
+        decode_leaf(raw)
+    with pytest.raises(LeafError):
+        check_leaves([raw], 1)
