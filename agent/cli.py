@@ -35,7 +35,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--config", required=True, type=Path)
 
     demo = sub.add_parser("demo", help="the whole stack on one box with embedded defaults")
-    demo.add_argument("--seconds", type=float, default=10.0)
+    demo.add_argument("--seconds", type=_positive_seconds, default=10.0)
     demo.add_argument("--dir", type=Path, default=Path("edgeseal-demo"))
 
     check = sub.add_parser("check-config", help="validate a configuration file (no I/O beyond reading it)")
@@ -112,6 +112,8 @@ def _export(args: argparse.Namespace) -> int:
     from agent.export import Selection, export_bundle
 
     selection = Selection(frozenset(args.tag), _time(args.since, "--since"), _time(args.until, "--until"))
+    if args.output.resolve().parent == args.state_dir.resolve():
+        raise UsageError(f"{args.output}: write the bundle outside the state directory")
     buffer = Buffer.open(args.state_dir, create=False)
     try:
         bundle, summary = export_bundle(buffer, selection)
@@ -169,10 +171,22 @@ _COMMANDS = {
 }
 
 
+def _positive_seconds(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = float("nan")
+    if not 0 < seconds < 366 * 86400:  # also refuses nan and inf
+        raise argparse.ArgumentTypeError(f"expected seconds > 0, found {text!r}")
+    return seconds
+
+
 def _time(text: str | None, option: str) -> int | None:
     if text is None:
         return None
     if text.isascii() and text.isdigit():
+        if len(text) > 20:  # ns since 1970 fit in 19 digits for the next two centuries
+            raise UsageError(f"{option}: {text[:24]}... is not a time")
         return int(text)
     try:
         moment = dt.datetime.fromisoformat(text)
@@ -183,8 +197,15 @@ def _time(text: str | None, option: str) -> int | None:
     return int(moment.timestamp() * 1_000_000) * 1000
 
 
+MAX_INPUT_BYTES = 4 << 30  # no bundle or certificate file is near this; /dev/zero is
+
+
 def _read_bytes(path: Path) -> bytes:
     try:
+        if path.exists() and not path.is_file():
+            raise UsageError(f"{path}: cannot read: not a regular file")
+        if path.stat().st_size > MAX_INPUT_BYTES:
+            raise UsageError(f"{path}: larger than {MAX_INPUT_BYTES >> 30} GiB")
         return path.read_bytes()
     except OSError as exc:
         raise UsageError(f"{path}: cannot read: {exc.strerror}") from None
@@ -201,8 +222,8 @@ def _read_roots(path: Path) -> list[x509.Certificate]:
 
 def _write_atomically(path: Path, data: bytes) -> None:
     """Write to a temporary file beside `path`, then rename: a reader never sees half a bundle."""
-    if path.is_dir():
-        raise UsageError(f"{path}: is a directory; give a file name")
+    if path.is_symlink() or (path.exists() and not path.is_file()):
+        raise UsageError(f"{path}: not a regular file; give the name of a new or existing bundle file")
     tmp = path.parent / f".{path.name}.tmp"
     try:
         with open(tmp, "wb") as f:

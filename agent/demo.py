@@ -16,6 +16,7 @@ from cryptography import x509
 
 from agent.buffer.store import Buffer
 from agent.config import load_config
+from agent.errors import UsageError
 from agent.export import Selection, export_bundle
 from agent.report import render_text
 from agent.runtime import RunStats, install_signal_handlers, run_agent
@@ -27,7 +28,10 @@ DISCLOSED_TAG = "press.temperature"
 
 
 def run_demo(directory: Path, seconds: float) -> int:
-    directory.mkdir(parents=True, exist_ok=True)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"{directory}: cannot use as the demo directory: {exc.strerror}") from None
     identity = make_demo_identity(directory, DEVICE_ID)
     config_path = directory / "edgeseal.yaml"
     config_path.write_text(importlib.resources.files("agent").joinpath("demo_config.yaml").read_text())

@@ -44,33 +44,38 @@ class RunStats:
 async def run_agent(config: Any, stop: asyncio.Event, signer: Signer | None = None) -> RunStats:
     """Run until `stop` is set; returns what this run did."""
     signer = signer or open_signer(config.identity)
-    _check_identity(signer, config.device.id)
-    buffer = Buffer.open(config.buffer.dir)
-    stats = RunStats()
     try:
-        stats.boot = buffer.start_boot(time.time_ns())
-        sequencer = Sequencer(
-            buffer,
-            max_pending=config.buffer.max_pending,
-            flush_interval=config.buffer.flush_interval,
-            max_batch=config.seal.max_readings,
-        )
-        sealer = Sealer(
-            buffer,
-            sequencer,
-            signer,
-            device_id=config.device.id,
-            boot=stats.boot,
-            interval=config.seal.interval,
-            checkpoint_every=config.seal.checkpoint_every,
-            checkpoint_interval=config.seal.checkpoint_interval,
-        )
-        log.info("edgeseal started: device %s, boot %d, next seq %d", config.device.id, stats.boot, buffer.next_seq())
-        await _run_pipeline(config, sequencer, sealer, stop, stats)
-        stats.seals, stats.log_size, stats.dropped = sealer.seals_made, sealer.log_size, sequencer.dropped
+        _check_identity(signer, config.device.id)
+        buffer = Buffer.open(config.buffer.dir)
+        try:
+            return await _run_with(config, buffer, signer, stop)
+        finally:
+            buffer.close()
     finally:
-        buffer.close()
         await signer.close()
+
+
+async def _run_with(config: Any, buffer: Buffer, signer: Signer, stop: asyncio.Event) -> RunStats:
+    stats = RunStats(boot=buffer.start_boot(time.time_ns()))
+    sequencer = Sequencer(
+        buffer,
+        max_pending=config.buffer.max_pending,
+        flush_interval=config.buffer.flush_interval,
+        max_batch=config.seal.max_readings,
+    )
+    sealer = Sealer(
+        buffer,
+        sequencer,
+        signer,
+        device_id=config.device.id,
+        boot=stats.boot,
+        interval=config.seal.interval,
+        checkpoint_every=config.seal.checkpoint_every,
+        checkpoint_interval=config.seal.checkpoint_interval,
+    )
+    log.info("edgeseal started: device %s, boot %d, next seq %d", config.device.id, stats.boot, buffer.next_seq())
+    await _run_pipeline(config, sequencer, sealer, stop, stats)
+    stats.seals, stats.log_size, stats.dropped = sealer.seals_made, sealer.log_size, sequencer.dropped
     return stats
 
 

@@ -17,16 +17,14 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from agent.errors import KeyError_, UsageError
-from agent.trust.certs import device_id_of
+from agent.trust.certs import DEVICE_ID_PATTERN, DEVICE_ID_RULE, device_id_of
 
 # IEEE 802.1AR: a device identity lasts as long as the device, so an IDevID has no
 # well-defined expiry and uses this GeneralizedTime value. The CAs use it too: a chain is
 # only as valid as its shortest-lived certificate.
 NO_EXPIRY = datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC)
 
-# X.520 upper bounds; serialNumber is a PrintableString, so its alphabet is limited.
-_MAX_NAME = 64
-_PRINTABLE = re.compile(r"[A-Za-z0-9 '()+,\-./:=?]+")
+_MAX_NAME = 64  # X.520 upper bound of the names used here
 
 _CA_USAGE = dict(
     digital_signature=False,
@@ -99,8 +97,8 @@ def build_csr(
     """
     if not isinstance(private_key.curve, ec.SECP256R1):
         raise KeyError_(f"the device key must be EC P-256, not {private_key.curve.name}")
-    if not _PRINTABLE.fullmatch(device_id) or len(device_id) > _MAX_NAME:
-        raise UsageError(f"device id {device_id!r}: use 1 to {_MAX_NAME} letters, digits, spaces or '()+,-./:=?")
+    if not re.fullmatch(DEVICE_ID_PATTERN, device_id):
+        raise UsageError(f"device id {device_id!r}: use {DEVICE_ID_RULE} (the agent's device.id rule)")
     # Most general first, as X.501 orders a name: O, OU, then the device itself.
     attributes = []
     for label, oid, value in (

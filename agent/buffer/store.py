@@ -26,13 +26,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from agent.buffer.schema import migrate
+from agent.buffer.schema import SCHEMA_VERSION, migrate
 from agent.errors import BufferError_
 from agent.trust import cbor, merkle
 
 DB_NAME = "buffer.db"
 LOCK_NAME = "agent.lock"
 _SEAL_COLUMNS = "b, s0, n, t, salt_key, cose, log_frontier"
+TRANSIENT_ERRORS = ("SQLITE_FULL", "SQLITE_IOERR", "SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_READONLY", "SQLITE_PROTOCOL")
 
 
 class BufferWriteError(BufferError_):
@@ -70,11 +71,7 @@ class Buffer:
             raise BufferError_(f"{directory}: no edgeseal state here ({DB_NAME} not found)")
         lock = _lock(directory) if create else None
         try:
-            conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            conn.execute("PRAGMA busy_timeout=5000")
-            migrate(conn)
+            conn = _connect(path) if create else _connect_read_only(path)
         except (sqlite3.Error, OSError, ValueError) as exc:
             if lock:
                 lock.close()
@@ -89,11 +86,14 @@ class Buffer:
     @contextmanager
     def snapshot(self) -> Iterator[None]:
         """Reads inside see one consistent state, however the agent writes meanwhile."""
-        self._conn.execute("BEGIN")
         try:
-            yield
-        finally:
-            self._conn.execute("COMMIT")
+            self._conn.execute("BEGIN")
+            try:
+                yield
+            finally:
+                self._conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise BufferError_(f"{self.path}: cannot read the buffer: {exc}") from None
 
     # -- state derived from the rows ------------------------------------------------
 
@@ -194,13 +194,15 @@ class Buffer:
 
     @contextmanager
     def _writing(self, what: str) -> Iterator[None]:
-        """Maps SQLite's errors: transient ones (full, I/O, busy) may be retried."""
+        """Maps SQLite's errors: those a retry may outlive (disk full, I/O error, busy,
+        read-only file system) become BufferWriteError; anything else ends the agent."""
         try:
             yield
-        except sqlite3.OperationalError as exc:
-            raise BufferWriteError(f"cannot {what}: {exc}") from None
         except sqlite3.Error as exc:
-            raise BufferError_(f"{self.path}: cannot {what}: {exc}") from None
+            name = getattr(exc, "sqlite_errorname", "")
+            if name.startswith(TRANSIENT_ERRORS):
+                raise BufferWriteError(f"cannot {what}: {exc}") from None
+            raise BufferError_(f"{self.path}: cannot {what}: {exc} ({name or 'no SQLite code'})") from None
 
     @contextmanager
     def _durable(self) -> Iterator[None]:
@@ -220,6 +222,26 @@ class Buffer:
     def _rollback(self) -> None:
         if self._conn.in_transaction:
             self._conn.execute("ROLLBACK")
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute("PRAGMA busy_timeout=5000")
+    migrate(conn)
+    return conn
+
+
+def _connect_read_only(path: Path) -> sqlite3.Connection:
+    """For readers beside the agent: never migrates, never writes."""
+    conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, isolation_level=None)
+    conn.execute("PRAGMA busy_timeout=5000")
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    if version != SCHEMA_VERSION:
+        conn.close()
+        raise ValueError(f"its schema is version {version}; this edgeseal reads version {SCHEMA_VERSION}")
+    return conn
 
 
 def _lock(directory: Path) -> TextIO:

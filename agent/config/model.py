@@ -10,9 +10,10 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 import drivers
 from agent.config.document import format_path
+from agent.trust.certs import DEVICE_ID_PATTERN, DEVICE_ID_RULE
 from drivers.config_types import DefinesTags, Duration, Expected, Matching, SubPath, findings
 
-DeviceId = Annotated[str, Matching("1-64 characters of letters, digits and . _ : -", r"[A-Za-z0-9._:-]{1,64}")]
+DeviceId = Annotated[str, Matching(DEVICE_ID_RULE, DEVICE_ID_PATTERN)]
 FilePath = Annotated[str, Expected("a file path")]
 
 
@@ -26,7 +27,7 @@ class DeviceConfig(_Section):
 
     id: DeviceId = Field(
         description="Unique name of this gateway, e.g. press-line-7. Written into every seal, so "
-        "auditors see which device produced the data. 1-64 letters, digits and . _ : -"
+        "auditors see which device produced the data. 1-64 letters, digits and . : -"
     )
     model: str | None = Field(None, description="Hardware model of the gateway, e.g. EG-100; for information only.")
 

@@ -17,6 +17,9 @@ class FileProblem(Exception):
         self.message = message
 
 
+MAX_FILE_BYTES = 64 << 20  # far above any tag list; keeps /dev/zero from filling memory
+
+
 def display_path(path: str) -> str:
     """`path` relative to the current directory, or absolute when that would need '..'."""
     try:
@@ -31,6 +34,10 @@ def compose_file(file: str) -> yaml.Node | None:
     """The root node of `file`, None when it holds no document. Every node's marks name
     `file`, so a node always tells which file it came from."""
     try:
+        if os.path.exists(file) and not os.path.isfile(file):
+            raise FileProblem(None, f"expected a YAML file, found '{file}', which is not a regular file")
+        if os.path.getsize(file) > MAX_FILE_BYTES:
+            raise FileProblem(None, f"expected a YAML file of at most {MAX_FILE_BYTES >> 20} MiB, found '{file}'")
         with open(file, encoding="utf-8") as stream:
             text = stream.read()
     except FileNotFoundError:
@@ -47,6 +54,10 @@ def compose_file(file: str) -> yaml.Node | None:
             loader.dispose()
     except yaml.YAMLError as err:
         raise _syntax_problem(err, text) from None
+    except RecursionError:
+        raise FileProblem(
+            None, f"expected YAML nested at most a few hundred levels deep, found deeper in '{file}'"
+        ) from None
 
 
 def _syntax_problem(err: yaml.YAMLError, text: str) -> FileProblem:

@@ -31,6 +31,12 @@ class DeviceIdentity:
     root_subject: str
 
 
+# The device id: in every seal as "dev" and in the device certificate's serialNumber,
+# an X.520 PrintableString (no "_"); kept to characters safe in file names and topics.
+DEVICE_ID_PATTERN = r"[A-Za-z0-9.:-]{1,64}"
+DEVICE_ID_RULE = "1-64 letters, digits and . : -"
+
+
 def device_id_of(named: x509.Certificate | x509.CertificateSigningRequest) -> str | None:
     """The device id: the subject's single serialNumber attribute (IEEE 802.1AR)."""
     values = named.subject.get_attributes_for_oid(x509.NameOID.SERIAL_NUMBER)
@@ -62,7 +68,14 @@ def _parse(index: int, der: bytes) -> x509.Certificate:
         _ = (cert.version, cert.subject, cert.issuer, cert.extensions, cert.serial_number)
         _ = (cert.not_valid_before_utc, cert.not_valid_after_utc, cert.signature_hash_algorithm)
         cert.public_key()
-    except (ValueError, TypeError, UnsupportedAlgorithm, x509.InvalidVersion) as exc:
+    except (
+        ValueError,
+        TypeError,
+        UnsupportedAlgorithm,
+        x509.InvalidVersion,
+        x509.DuplicateExtension,
+        x509.UnsupportedGeneralNameType,
+    ) as exc:
         raise ChainError(f"certificate {index} is malformed: {exc}") from None
     return cert
 
@@ -123,6 +136,8 @@ def verify_chain(
     device_id = device_id_of(device)
     if device_id is None:
         raise ChainError("the device certificate names no device (one serialNumber attribute)")
+    if any(cert.subject == cert.issuer for cert in chain):
+        raise ChainError("the chain holds a self-issued (root) certificate; roots come from --ca only")
     for child, issuer in zip(chain, chain[1:]):
         check_issued(child, issuer)
     root = _issuing_root(chain[-1], roots)

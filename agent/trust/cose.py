@@ -107,7 +107,7 @@ def _protected(data: bytes, content_type: str) -> dict[int, Any]:
         raise CoseError(f"protected header: {exc}") from None
     if not isinstance(header, dict) or set(header) != {HDR_ALG, HDR_CONTENT_TYPE, HDR_KID}:
         raise CoseError("protected header must hold exactly alg (1), content type (3), kid (4)")
-    if header[HDR_ALG] != ALG_ES256:
+    if type(header[HDR_ALG]) is not int or header[HDR_ALG] != ALG_ES256:
         raise CoseError(f"alg must be ES256 (-7), found {header[HDR_ALG]!r}")
     if header[HDR_CONTENT_TYPE] != content_type:
         raise CoseError(f"content type must be {content_type!r}, found {header[HDR_CONTENT_TYPE]!r}")

@@ -276,6 +276,8 @@ class _Verifier:
         first = ordered[0].payload
         if first.b == 1 and first.prev != ZERO_HASH:
             r.fail("batches (b=1)", "the first seal's prev must be 32 zero bytes")
+        if first.b == 1 and (first.gap.first if first.gap else first.s0) != 1:
+            r.fail("batches (b=1)", "the first seal must account for seq 1 (as a reading or in a gap)")
         for prev, cur in zip(ordered, ordered[1:]):
             self._link(prev, cur, r)
         self._record_gaps(ordered)
@@ -288,6 +290,8 @@ class _Verifier:
             hole = f"{p.b + 1}" if c.b == p.b + 2 else f"{p.b + 1}..{c.b - 1}"
             r.fail(where, "duplicate batch number" if c.b == p.b else f"batch(es) {hole} missing")
             return
+        if c.boot < p.boot:
+            r.fail(where, f"boot went back from {p.boot} to {c.boot}")
         if c.prev != seal_digest(prev.cose_bytes):
             r.fail(where, "prev is not the hash of the previous seal")
         expected = p.last_seq + 1

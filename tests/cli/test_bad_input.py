@@ -317,3 +317,20 @@ def test_usage_error(edgeseal, case: str) -> None:
     result = edgeseal(*argv)
     assert_refused(result, 2, "usage: edgeseal", named)
     assert not os.listdir(), "a usage error created files"
+
+
+def test_special_files_are_refused_not_read_or_replaced(edgeseal, device: SealedState, tmp_path: Path) -> None:
+    assert_refused(verify(edgeseal, "/dev/zero", device.ca_path), 2, "/dev/zero", "not a regular file")
+    result = edgeseal("export", "--state-dir", str(device.state_dir), "-o", "/dev/null")
+    assert result.code == 2 and "not a regular file" in result.err and Path("/dev/null").is_char_device()
+    inside = device.state_dir / "bundle.cbor"
+    result = edgeseal("export", "--state-dir", str(device.state_dir), "-o", str(inside))
+    assert result.code == 2 and "outside the state directory" in result.err and not inside.exists()
+
+
+def test_demo_refuses_nonsense_durations_and_directories(edgeseal, tmp_path: Path) -> None:
+    for seconds in ("nan", "-1", "0", "inf"):
+        assert edgeseal("demo", "--seconds", seconds).code == 2
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    assert_refused(edgeseal("demo", "--seconds", "1", "--dir", str(blocker)), 2, "a-file", "demo directory")

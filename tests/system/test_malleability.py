@@ -10,13 +10,24 @@ from pathlib import Path
 
 import cbor2
 from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
 from fixtures import SealedState, export, make_sealed_state, mutate_bundle, open_pipeline, replace
 
 from agent.export import export_bundle
 from agent.keys.software import SoftwareSigner
 from agent.report import render_text
-from agent.trust import cbor, cose
-from agent.trust.bundle import Bundle
+from agent.trust import cbor, cose, merkle
+from agent.trust.bundle import Batch, Bundle, InclusionProof
+from agent.trust.certs import key_id
+from agent.trust.leaf import encode_leaf, leaf_hashes
+from agent.trust.payloads import (
+    CHECKPOINT_CONTENT_TYPE,
+    SEAL_CONTENT_TYPE,
+    ZERO_HASH,
+    CheckpointPayload,
+    SealPayload,
+    seal_digest,
+)
 from agent.trust.verify import verify_bundle
 from drivers.api import Reading
 from provisioning.devca import make_demo_identity
@@ -85,3 +96,43 @@ def test_data_signed_under_another_device_name_is_rejected(tmp_path: Path) -> No
         ("bundle", "signed as device(s) ['GW-2'], but the certificate is for 'GW-1'")
     ]
     assert report.device == "GW-1"
+
+
+def _hand_made_bundle(state: SealedState, seals: list[tuple[int, int, int, int]]) -> bytes:
+    """A bundle whose seals (b, boot, s0, n) the device key signs as given, as only a
+    device itself could: the verifier's last line against its own key holder."""
+    signer = state.signer()
+    kid = key_id(signer.public_key)
+
+    def sign(content_type: str, payload: bytes) -> bytes:
+        protected = cose.protected_header(content_type, kid)
+        signature = asyncio.run(signer.sign_digest(cose.digest_to_sign(protected, payload)))
+        return cose.assemble(protected, payload, signature)
+
+    batches, prev, now = [], ZERO_HASH, time.time_ns()
+    for b, boot, s0, n in seals:
+        readings = [encode_leaf(seq, now, "t", 1.0, 0) for seq in range(s0, s0 + n)]
+        salt_key = bytes(range(32))
+        root = merkle.root_of(leaf_hashes(salt_key, s0, readings))
+        seal = sign(SEAL_CONTENT_TYPE, SealPayload(state.device_id, boot, b, s0, n, root, prev, now).encode())
+        batches.append(Batch(seal, salt_key, readings))
+        prev = seal_digest(seal)
+    log = merkle.MerkleTree([merkle.leaf_hash(batch.seal) for batch in batches])
+    checkpoint = sign(CHECKPOINT_CONTENT_TYPE, CheckpointPayload(state.device_id, log.size, log.root(), now).encode())
+    certs = [c.public_bytes(Encoding.DER) for c in signer.certificate_chain]
+    proofs = [InclusionProof(log.size, i, log.inclusion_proof(i)) for i in range(log.size)]
+    return Bundle(certs, batches, [checkpoint], proofs, []).encode()
+
+
+def test_a_history_from_b_1_must_account_for_seq_1(tmp_path: Path) -> None:
+    state = _state(tmp_path)
+    report = verify_bundle(_hand_made_bundle(state, [(1, 1, 5, 3), (2, 1, 8, 2)]), state.roots())
+    assert [(f.where, f.message) for f in report.findings] == [
+        ("batches (b=1)", "the first seal must account for seq 1 (as a reading or in a gap)")
+    ]
+
+
+def test_boot_never_goes_back(tmp_path: Path) -> None:
+    state = _state(tmp_path)
+    report = verify_bundle(_hand_made_bundle(state, [(1, 2, 1, 3), (2, 1, 4, 2)]), state.roots())
+    assert [(f.where, f.message) for f in report.findings] == [("batches[1] (b=2)", "boot went back from 2 to 1")]
