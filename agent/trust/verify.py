@@ -184,7 +184,16 @@ class _Verifier:
         r = self.report
         r.device_subject, r.root_subject = identity.subject, identity.root_subject
         r.key_id = key_id(identity.public_key).hex()
+        self._certs_match_carried_chains(seals)
         return identity
+
+    def _certs_match_carried_chains(self, seals: list[_Seal]) -> None:
+        """A seal's x5chain is in the signed log; where a seal carries one, `certs` must be
+        those very bytes, so no re-encoding of a certificate goes unnoticed."""
+        for seal in seals:
+            carried = seal.msg.x5chain()
+            if carried and carried != self.bundle.certs:
+                self.report.fail("certs", f"differ from the certificate chain that seal b={seal.payload.b} carries")
 
     # step 3
     def _signatures(

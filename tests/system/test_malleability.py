@@ -10,6 +10,7 @@ from pathlib import Path
 
 import cbor2
 from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature, encode_dss_signature
 from cryptography.hazmat.primitives.serialization import Encoding
 from fixtures import SealedState, export, make_sealed_state, mutate_bundle, open_pipeline, replace
 
@@ -17,8 +18,8 @@ from agent.export import export_bundle
 from agent.keys.software import SoftwareSigner
 from agent.report import render_text
 from agent.trust import cbor, cose, merkle
-from agent.trust.bundle import Batch, Bundle, InclusionProof
-from agent.trust.certs import key_id
+from agent.trust.bundle import Batch, Bundle, InclusionProof, decode_bundle
+from agent.trust.certs import _content_start, _der_element, key_id, parse_der_chain, verify_chain
 from agent.trust.leaf import encode_leaf, leaf_hashes
 from agent.trust.payloads import (
     CHECKPOINT_CONTENT_TYPE,
@@ -136,3 +137,36 @@ def test_boot_never_goes_back(tmp_path: Path) -> None:
     state = _state(tmp_path)
     report = verify_bundle(_hand_made_bundle(state, [(1, 2, 1, 3), (2, 1, 4, 2)]), state.roots())
     assert [(f.where, f.message) for f in report.findings] == [("batches[1] (b=2)", "boot went back from 2 to 1")]
+
+
+def _der(tag: int, content: bytes) -> bytes:
+    n = len(content)
+    length = (
+        bytes([n])
+        if n < 128
+        else bytes([0x80 | ((n.bit_length() + 7) // 8)]) + n.to_bytes((n.bit_length() + 7) // 8, "big")
+    )
+    return bytes([tag]) + length + content
+
+
+def _signature_twin(cert_der: bytes) -> bytes:
+    """The same certificate with its ECDSA signature as (r, n - s): valid, other bytes."""
+    start = _content_start(cert_der, 0)
+    after_tbs = _der_element(cert_der, start)[1]
+    after_algorithm = _der_element(cert_der, after_tbs)[1]
+    bits_at = _content_start(cert_der, after_algorithm)
+    r, s = decode_dss_signature(cert_der[bits_at + 1 :])
+    signature = _der(0x03, b"\x00" + encode_dss_signature(r, cose.P256_ORDER - s))
+    return _der(0x30, cert_der[start:after_algorithm] + signature)
+
+
+def test_certificates_must_be_the_bytes_a_seal_carries(tmp_path: Path) -> None:
+    state = _state(tmp_path)
+    data = export(state)
+    twin = _signature_twin(decode_bundle(data).certs[0])
+    chain = parse_der_chain([twin, decode_bundle(data).certs[1]])
+    verify_chain(chain, state.roots(), [chain[0].not_valid_before_utc])  # a valid certificate...
+    report = verify_bundle(mutate_bundle(data, lambda b: replace(b, certs=[twin, *b.certs[1:]])), state.roots())
+    assert [(f.where, f.message) for f in report.findings] == [  # ...but not the bytes the log holds
+        ("certs", "differ from the certificate chain that seal b=1 carries")
+    ]
