@@ -123,6 +123,8 @@ def _export(args: argparse.Namespace) -> int:
     kind = "selective" if selection.selective else "full"
     print(f"{args.output}: {kind} bundle, {summary.batches} batches, {summary.readings} readings,", end=" ")
     print(f"log size {summary.log_size}")
+    if summary.left_out_older_key:
+        print(f"note: {summary.left_out_older_key} older seals were made with an earlier device key and were left out")
     if summary.left_out_unchecked:
         print(f"note: {summary.left_out_unchecked} newer seals are not yet covered by a checkpoint and were left out")
     return 0

@@ -13,6 +13,7 @@ memory; a history of many millions of seals or readings is exported in parts wit
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass
 
 from agent.buffer.store import Buffer, SealRow
@@ -26,8 +27,9 @@ from agent.trust.bundle import (
     InclusionProof,
     SelectiveBatch,
 )
+from agent.trust.certs import parse_der_chain, valid_throughout
 from agent.trust.leaf import decode_leaf, leaf_hashes, salt
-from agent.trust.payloads import open_seal
+from agent.trust.payloads import open_checkpoint, open_seal
 
 
 class NothingToExport(EdgesealError):
@@ -58,6 +60,7 @@ class ExportSummary:
     readings: int
     log_size: int
     left_out_unchecked: int  # seals newer than the latest checkpoint
+    left_out_older_key: int  # seals made with an earlier device key (one key per bundle)
 
 
 def export_bundle(buffer: Buffer, selection: Selection = Selection()) -> tuple[Bundle, ExportSummary]:
@@ -72,7 +75,7 @@ def _export(buffer: Buffer, selection: Selection) -> tuple[Bundle, ExportSummary
         raise NothingToExport("no checkpoint yet: nothing is signed into the device log")
     size = checkpoints[-1][0]
     log = merkle.MerkleTree(buffer.seal_log_leaf_hashes(size))
-    rows = _exportable(buffer, size)
+    rows, older_key = _exportable(buffer, size)
     if selection.selective:
         picked = [(row, _disclose(buffer, row, selection)) for row in rows]
         chosen = [(row, batch) for row, batch in picked if batch.disclosed]
@@ -87,8 +90,9 @@ def _export(buffer: Buffer, selection: Selection) -> tuple[Bundle, ExportSummary
         raise NothingToExport("no sealed reading matches the selection")
     first_b = chosen[0][0].b
     covering = [(s, c) for s, c in checkpoints if s >= first_b]
+    times = [row.t for row, _ in chosen] + [open_checkpoint(c)[1].t for _, c in covering]
     bundle = Bundle(
-        certs=_certificates(buffer, chosen[-1][0]),
+        certs=_certificates(buffer, open_seal(chosen[-1][0].cose)[0].kid, times),
         batches=[batch for _, batch in chosen],
         checkpoints=[c for _, c in covering],
         log_proofs=[InclusionProof(size, row.b - 1, log.inclusion_proof(row.b - 1)) for row, _ in chosen],
@@ -96,18 +100,21 @@ def _export(buffer: Buffer, selection: Selection) -> tuple[Bundle, ExportSummary
             ConsistencyProof(a, b, log.consistency_proof(a, b)) for (a, _), (b, _) in zip(covering, covering[1:])
         ],
     )
-    summary = ExportSummary(len(chosen), readings, size, _count_after(buffer, size))
+    summary = ExportSummary(len(chosen), readings, size, _count_after(buffer, size), older_key)
     return bundle, summary
 
 
-def _exportable(buffer: Buffer, size: int) -> list[SealRow]:
-    """Batches 1..size, from the oldest whose readings are all still in the buffer."""
+def _exportable(buffer: Buffer, size: int) -> tuple[list[SealRow], int]:
+    """Batches 1..size, from the oldest whose readings are all still in the buffer and
+    that the newest device key signed; and how many older-key batches that leaves out."""
     rows = list(buffer.seals(1, size))
     start = 0
     for i, row in enumerate(rows):
         if row.n and len(buffer.readings(row.s0, row.s0)) == 0:
             start = i + 1
-    return rows[start:]
+    kids = [open_seal(row.cose)[0].kid for row in rows]
+    same_key = next((i for i in range(len(rows), 0, -1) if kids[i - 1] != kids[-1]), 0)
+    return rows[max(start, same_key) :], max(0, same_key - start)
 
 
 def _disclose(buffer: Buffer, row: SealRow, selection: Selection) -> SelectiveBatch:
@@ -124,12 +131,14 @@ def _disclose(buffer: Buffer, row: SealRow, selection: Selection) -> SelectiveBa
     return SelectiveBatch(row.cose, disclosed)
 
 
-def _certificates(buffer: Buffer, row: SealRow) -> list[bytes]:
-    kid = open_seal(row.cose)[0].kid
-    chain = buffer.identity_chain(kid)
-    if chain is None:
+def _certificates(buffer: Buffer, kid: bytes, times: list[int]) -> list[bytes]:
+    """The newest chain recorded for `kid` that is valid whenever the bundle's data was
+    signed (a renewed certificate may start after the older data); else the newest."""
+    chains = buffer.identity_chains(kid)
+    if not chains:
         raise NothingToExport(f"no certificate chain recorded for key id {kid.hex()}")
-    return chain
+    moments = [dt.datetime.fromtimestamp(t / 1e9, dt.UTC) for t in (min(times), max(times))]
+    return next((c for c in chains if valid_throughout(parse_der_chain(c), moments)), chains[0])
 
 
 def _count_after(buffer: Buffer, size: int) -> int:

@@ -34,9 +34,10 @@ MIGRATIONS: list[str] = [
         cose     BLOB NOT NULL
     );
     CREATE TABLE identities (
-        kid      BLOB PRIMARY KEY,              -- SHA-256 of the device key's SPKI
+        kid      BLOB NOT NULL,                 -- SHA-256 of the device key's SPKI
         chain    BLOB NOT NULL,                 -- CBOR array of DER certificates
-        first_boot INTEGER NOT NULL
+        first_boot INTEGER NOT NULL,            -- a renewed certificate adds a row
+        PRIMARY KEY (kid, chain)
     );
     """,
 ]

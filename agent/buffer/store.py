@@ -178,17 +178,18 @@ class Buffer:
     # -- identities -----------------------------------------------------------------
 
     def remember_identity(self, kid: bytes, chain_der: list[bytes], boot: int) -> None:
-        """The newest certificate chain of a key (a renewed certificate replaces the old)."""
+        """Every certificate chain a key was used with: a renewed certificate must not
+        orphan the data signed under the one before."""
         with self._writing("record the certificate chain"), self._durable():
             self._conn.execute(
-                "INSERT INTO identities(kid, chain, first_boot) VALUES (?, ?, ?)"
-                " ON CONFLICT(kid) DO UPDATE SET chain = excluded.chain",
+                "INSERT OR IGNORE INTO identities(kid, chain, first_boot) VALUES (?, ?, ?)",
                 (kid, cbor.encode(chain_der), boot),
             )
 
-    def identity_chain(self, kid: bytes) -> list[bytes] | None:
-        row = self._conn.execute("SELECT chain FROM identities WHERE kid = ?", (kid,)).fetchone()
-        return cbor.decode(row[0]) if row else None
+    def identity_chains(self, kid: bytes) -> list[list[bytes]]:
+        """The chains recorded for `kid`, newest first."""
+        rows = self._conn.execute("SELECT chain FROM identities WHERE kid = ? ORDER BY rowid DESC", (kid,))
+        return [cbor.decode(chain) for (chain,) in rows]
 
     # -- transactions ---------------------------------------------------------------
 

@@ -160,6 +160,10 @@ def _issuing_root(top: x509.Certificate, roots: list[x509.Certificate]) -> x509.
     )
 
 
+def valid_throughout(chain: list[x509.Certificate], times: list[dt.datetime]) -> bool:
+    return all(cert.not_valid_before_utc <= at <= cert.not_valid_after_utc for cert in chain for at in times)
+
+
 def check_issued(child: x509.Certificate, issuer: x509.Certificate) -> None:
     """`issuer` is a CA and signed `child`."""
     child_name, issuer_name = child.subject.rfc4514_string(), issuer.subject.rfc4514_string()

@@ -4,19 +4,25 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from pathlib import Path
 
 import pytest
 from agent_harness import SIMULATED, export_and_verify, run_for, write_config
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from agent.buffer.store import Buffer
 from agent.config import load_config
 from agent.errors import KeyError_
-from agent.export import Selection
-from agent.keys.software import SoftwareSigner
+from agent.export import Selection, export_bundle
+from agent.keys.software import SoftwareSigner, load_key_file
 from agent.trust.bundle import decode_bundle
 from agent.trust.leaf import decode_leaf
 from agent.trust.payloads import SealPayload, open_seal
+from agent.trust.verify import verify_bundle
+from provisioning.ca import build_csr, create_ca, issue_device_certificate
+from provisioning.devca import make_demo_identity
 
 
 def _seals(data: bytes) -> list[SealPayload]:
@@ -114,3 +120,46 @@ def test_the_agent_refuses_a_device_id_its_certificate_does_not_name(tmp_path: P
     with pytest.raises(KeyError_, match="device certificate is for 'test-gateway-1'"):
         run_for(load_config(config_path), 0.5)
     assert not (tmp_path / "state" / "buffer.db").exists(), "refused before touching the buffer"
+
+
+def test_a_renewed_certificate_keeps_older_data_verifiable(tmp_path: Path) -> None:
+    """Same device key, a new certificate whose validity starts after the first run's data:
+    the export picks a recorded chain valid for all of it, and the bundle verifies."""
+    config_path = write_config(tmp_path, sources=SIMULATED)
+    key = load_key_file(tmp_path / "device-key.pem")
+    ca = create_ca("Renewal Test Factory")
+    (tmp_path / "ca.pem").write_bytes(ca.root_cert.public_bytes(Encoding.PEM))
+
+    def install_certificate() -> None:
+        cert = issue_device_certificate(ca, build_csr(key, "test-gateway-1", None))
+        chain = cert.public_bytes(Encoding.PEM) + ca.issuing_cert.public_bytes(Encoding.PEM)
+        (tmp_path / "device-chain.pem").write_bytes(chain)
+
+    install_certificate()
+    config = load_config(config_path)
+    run_for(config, 0.8)
+    time.sleep(1.1)  # certificate times have one-second resolution
+    install_certificate()  # renewed: valid only from now on
+    run_for(config, 0.8)
+    report, data = export_and_verify(config_path)
+    assert report.valid, report.findings
+    assert report.boots == [1, 2]
+    carried = [open_seal(b.seal)[0].x5chain() for b in decode_bundle(data).batches]
+    assert len({tuple(c) for c in carried if c}) == 2, "each run's first seal carries its own chain"
+
+
+def test_after_a_key_change_an_export_holds_the_newest_key_s_batches(tmp_path: Path) -> None:
+    config_path = write_config(tmp_path, sources=SIMULATED)
+    config = load_config(config_path)
+    run_for(config, 0.8)
+    replacement = make_demo_identity(tmp_path / "replacement", "test-gateway-1")  # a new key and CA
+    for name in ("device-key.pem", "device-chain.pem", "ca.pem"):
+        (tmp_path / name).write_bytes((replacement.key_path.parent / name).read_bytes())
+    second = run_for(config, 0.8)
+    buffer = Buffer.open(config.buffer.dir, create=False)
+    bundle, summary = export_bundle(buffer)
+    buffer.close()
+    assert summary.left_out_older_key > 0
+    report = verify_bundle(bundle.encode(), x509.load_pem_x509_certificates((tmp_path / "ca.pem").read_bytes()))
+    assert report.valid, report.findings
+    assert report.boots == [2] and report.last_b == second.log_size
