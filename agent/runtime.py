@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import time
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ from drivers.api import DriverContext
 log = logging.getLogger(__name__)
 
 RESTART_DELAYS = (1.0, 2.0, 5.0, 10.0, 30.0)
+EXIT_INTERRUPTED = 130
 HEALTHY_AFTER = 60.0  # seconds a source must run before its backoff starts over
 
 
@@ -139,6 +141,16 @@ def _check_identity(signer: Signer, device_id: str) -> None:
 
 
 def install_signal_handlers(stop: asyncio.Event) -> None:
+    """The first SIGTERM/SIGINT stops in order; a second one, while the last seal waits
+    (a full disk, a failing signer), exits at once: the buffer is crash-safe, and what was
+    read but not sealed is sealed at the next start."""
     loop = asyncio.get_running_loop()
+
+    def request_stop() -> None:
+        if stop.is_set():
+            log.warning("second stop request: exiting now; unsealed readings are sealed at the next start")
+            os._exit(EXIT_INTERRUPTED)
+        stop.set()
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, request_stop)
