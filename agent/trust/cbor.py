@@ -117,13 +117,11 @@ def decode(data: bytes) -> Any:
 
     Containers come back as lists and dicts (cbor2 may hand out tuples and frozendicts
     inside tags); tags as cbor2.CBORTag."""
-    if any(tag in data for tag in _REFERENCE_TAG_BYTES):
-        check_structure(data)  # cbor2 would resolve them into a graph: walk the bytes first
     try:
         value = cbor2.loads(data)
     except DECODE_ERRORS as exc:
         raise CborError(f"not well-formed CBOR: {exc}") from None
-    value = _thaw(value)
+    value = _thaw(value, set())
     try:
         canonical = encode(value)
     except CborError as exc:
@@ -135,55 +133,23 @@ def decode(data: bytes) -> Any:
     return value
 
 
-# cbor2 resolves these tags (stringref 25 and 256, shareable 28, sharedref 29) while
-# decoding, so a few bytes can describe a cyclic or exponentially shared structure. None
-# is valid in edgeseal's formats; their byte patterns are rare, and only bytes showing
-# one are walked by check_structure before cbor2 sees them.
-_REFERENCE_TAG_BYTES = (b"\xd8\x19", b"\xd8\x1c", b"\xd8\x1d", b"\xd9\x01\x00")
-MAX_DEPTH = 64
-ALLOWED_TAGS = frozenset({18})  # COSE_Sign1, the only tag in edgeseal's formats
-
-
-def check_structure(data: bytes) -> None:
-    """Walk one CBOR item without building it: definite lengths only, nesting at most
-    MAX_DEPTH, no tag but ALLOWED_TAGS, no trailing bytes. Raises CborError."""
-    pending = [1]  # items still to read at each open level
-    pos, end = 0, len(data)
-    while pending:
-        if not pending[-1]:
-            pending.pop()
-            continue
-        pending[-1] -= 1
-        if pos >= end:
-            raise CborError("not well-formed CBOR: truncated")
-        major, info = data[pos] >> 5, data[pos] & 31
-        pos += 1
-        if info >= 28:
-            raise CborError("not deterministic CBOR: indefinite length or reserved value")
-        size = 0 if info < 24 else 1 << (info - 24)
-        argument = info if info < 24 else int.from_bytes(data[pos : pos + size], "big")
-        pos += size
-        if major in (2, 3):
-            pos += argument
-        elif major in (4, 5, 6):
-            if major == 6 and argument not in ALLOWED_TAGS:
-                raise CborError(f"tag {argument} is not allowed here")
-            pending.append(argument * 2 if major == 5 else argument if major == 4 else 1)
-            if len(pending) > MAX_DEPTH + 1:
-                raise CborError(f"nested deeper than {MAX_DEPTH} levels")
-    if pos != end:
-        raise CborError("not well-formed CBOR: truncated or trailing bytes")
-
-
-def _thaw(value: Any) -> Any:
+def _thaw(value: Any, seen: set[int]) -> Any:
+    """Plain lists and dicts from what cbor2 built. cbor2 resolves shared-reference tags
+    (28, 29) while decoding, so a few bytes can describe a cycle, or a structure shared so
+    often that walking it takes exponential time; each container may therefore be met
+    once. (A shared scalar is harmless: re-encoding shows the tag is gone.)"""
+    if isinstance(value, (list, tuple, Mapping, cbor2.CBORTag)):
+        if id(value) in seen and (not isinstance(value, (list, tuple, Mapping)) or len(value)):
+            raise CborError("shared references (CBOR tags 28/29) are not allowed")
+        seen.add(id(value))
     if isinstance(value, (list, tuple)):
         if all(type(v) is bytes for v in value):
             return list(value)
-        return [_thaw(v) for v in value]
+        return [_thaw(v, seen) for v in value]
     if isinstance(value, Mapping):
-        return {_thaw_key(k): _thaw(v) for k, v in value.items()}
+        return {_thaw_key(k): _thaw(v, seen) for k, v in value.items()}
     if isinstance(value, cbor2.CBORTag):
-        return cbor2.CBORTag(value.tag, _thaw(value.value))
+        return cbor2.CBORTag(value.tag, _thaw(value.value, seen))
     if isinstance(value, (cbor2.CBORSimpleValue, cbor2.undefined.__class__)):
         raise CborError("simple values other than false, true and null are not allowed")
     if type(value) not in _FAST_SCALARS:
