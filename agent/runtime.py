@@ -78,6 +78,13 @@ async def _run_with(config: Any, buffer: Buffer, signer: Signer, stop: asyncio.E
     log.info("edgeseal started: device %s, boot %d, next seq %d", config.device.id, stats.boot, buffer.next_seq())
     await _run_pipeline(config, sequencer, sealer, stop, stats)
     stats.seals, stats.log_size, stats.dropped = sealer.seals_made, sealer.log_size, sequencer.dropped
+    log.info(
+        "edgeseal stopped: %d seals this run, device log size %d, sealed through seq %d, %d readings dropped",
+        stats.seals,
+        stats.log_size,
+        buffer.sealed_through(),
+        stats.dropped,
+    )
     return stats
 
 
