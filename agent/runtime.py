@@ -58,24 +58,25 @@ async def run_agent(config: Any, stop: asyncio.Event, signer: Signer | None = No
 
 
 async def _run_with(config: Any, buffer: Buffer, signer: Signer, stop: asyncio.Event) -> RunStats:
-    stats = RunStats(boot=buffer.start_boot(time.time_ns()))
-    sequencer = Sequencer(
-        buffer,
-        max_pending=config.buffer.max_pending,
-        flush_interval=config.buffer.flush_interval,
-        max_batch=config.seal.max_readings,
-    )
-    sealer = Sealer(
-        buffer,
-        sequencer,
-        signer,
-        device_id=config.device.id,
-        boot=stats.boot,
-        interval=config.seal.interval,
-        checkpoint_every=config.seal.checkpoint_every,
-        checkpoint_interval=config.seal.checkpoint_interval,
-    )
-    log.info("edgeseal started: device %s, boot %d, next seq %d", config.device.id, stats.boot, buffer.next_seq())
+    with buffer.reading():  # the state the pipeline resumes from
+        stats = RunStats(boot=buffer.start_boot(time.time_ns()))
+        sequencer = Sequencer(
+            buffer,
+            max_pending=config.buffer.max_pending,
+            flush_interval=config.buffer.flush_interval,
+            max_batch=config.seal.max_readings,
+        )
+        sealer = Sealer(
+            buffer,
+            sequencer,
+            signer,
+            device_id=config.device.id,
+            boot=stats.boot,
+            interval=config.seal.interval,
+            checkpoint_every=config.seal.checkpoint_every,
+            checkpoint_interval=config.seal.checkpoint_interval,
+        )
+        log.info("edgeseal started: device %s, boot %d, next seq %d", config.device.id, stats.boot, buffer.next_seq())
     await _run_pipeline(config, sequencer, sealer, stop, stats)
     stats.seals, stats.log_size, stats.dropped = sealer.seals_made, sealer.log_size, sequencer.dropped
     log.info(
@@ -145,6 +146,10 @@ def _check_identity(signer: Signer, device_id: str) -> None:
             f"device.id is {device_id!r} but the device certificate is for {certified!r};"
             " fix device.id or install this device's certificate"
         )
+    starts = max(cert.not_valid_before_utc for cert in signer.certificate_chain)
+    if time.time() < starts.timestamp():
+        # Reading goes on (nothing is lost), but verifiers reject what is signed meanwhile.
+        log.error("the system clock is before the device certificate's validity (%s): set the clock", starts)
 
 
 def install_signal_handlers(stop: asyncio.Event) -> None:

@@ -86,12 +86,18 @@ class Buffer:
     @contextmanager
     def snapshot(self) -> Iterator[None]:
         """Reads inside see one consistent state, however the agent writes meanwhile."""
-        try:
+        with self.reading():
             self._conn.execute("BEGIN")
             try:
                 yield
             finally:
                 self._conn.execute("COMMIT")
+
+    @contextmanager
+    def reading(self) -> Iterator[None]:
+        """A read that fails (a damaged file, a foreign database) is a BufferError_."""
+        try:
+            yield
         except sqlite3.Error as exc:
             raise BufferError_(f"{self.path}: cannot read the buffer: {exc}") from None
 
