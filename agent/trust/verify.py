@@ -145,8 +145,9 @@ class _Verifier:
         self._log(seals, checkpoints)  # step 6
         self._anchors(checkpoints)  # step 7
         if self.report.findings:
-            # Claims about the whole (completeness, log coverage) hold only if all holds.
-            self.report.complete, self.report.checkpointed_size = [], None
+            # Claims about the whole (completeness, signed gaps, log coverage) hold only
+            # if all holds.
+            self.report.complete, self.report.gaps, self.report.checkpointed_size = [], [], None
 
     # step 1 (content): every seal and checkpoint parses
     def _parse_seals(self) -> list[_Seal] | None:

@@ -170,3 +170,16 @@ def test_certificates_must_be_the_bytes_a_seal_carries(tmp_path: Path) -> None:
     assert [(f.where, f.message) for f in report.findings] == [  # ...but not the bytes the log holds
         ("certs", "differ from the certificate chain that seal b=1 carries")
     ]
+
+
+def test_an_invalid_bundle_claims_no_completeness_gaps_or_log_coverage(tmp_path: Path) -> None:
+    state = _state(tmp_path)
+    data = mutate_bundle(export(state), lambda b: _with_checkpoint(b, 1, lambda parts: parts))  # untouched...
+    assert verify_bundle(data, state.roots()).valid  # ...verifies; now break one seal's signature:
+    broken = bytearray(data)
+    seal = decode_bundle(data).batches[1].seal
+    at = data.find(seal) + len(seal) - 1
+    broken[at] ^= 1
+    report = verify_bundle(bytes(broken), state.roots())
+    assert not report.valid
+    assert (report.complete, report.gaps, report.checkpointed_size) == ([], [], None)
