@@ -5,13 +5,33 @@ from __future__ import annotations
 
 import base64
 import json
+import os
+import subprocess
 from pathlib import Path
 
 import pytest
 
 from agent.trust.merkle import ProofError, verify_consistency, verify_inclusion
 
-VECTORS = Path(__file__).resolve().parents[2].parent / "shared" / "testdata" / "merkle-rfc6962"
+ROOT = Path(__file__).resolve().parents[2]
+VECTOR_DIR = Path("shared") / "testdata" / "merkle-rfc6962"
+
+
+def _vectors() -> Path:
+    """The shared test data beside the checkout, beside the repository it was cloned
+    from, or where EDGESEAL_TESTDATA points; read in place, never copied."""
+    origin = subprocess.run(
+        ["git", "-C", str(ROOT), "config", "--get", "remote.origin.url"], capture_output=True, text=True
+    ).stdout.strip()
+    candidates = [ROOT.parent / VECTOR_DIR]
+    if origin and Path(origin).is_dir():
+        candidates.append(Path(origin).resolve().parent / VECTOR_DIR)
+    if "EDGESEAL_TESTDATA" in os.environ:
+        candidates.insert(0, Path(os.environ["EDGESEAL_TESTDATA"]) / "merkle-rfc6962")
+    return next((c for c in candidates if c.is_dir()), candidates[0])
+
+
+VECTORS = _vectors()
 
 
 def _cases(kind: str) -> list[Path]:
