@@ -88,14 +88,17 @@ class Sequencer:
         after a long signer outage there may be millions."""
         recovered = 0
         for rows in self._buffer.iter_readings(self._open.s0, self._next_seq - 1):
-            for seq, leaf in rows:
+            start = 0
+            while start < len(rows):
                 expected = self._open.s0 + self._open.n
-                if seq != expected:
-                    self._record_gap(expected, seq - 1, "not in the buffer at restart")
+                if rows[start][0] != expected:
+                    self._record_gap(expected, rows[start][0] - 1, "not in the buffer at restart")
                 elif self._open.n >= self._max_batch:
                     self._closed.append(self._open)
-                    self._open = OpenBatch(seq)
-                self._open.add(seq, (leaf,))
+                    self._open = OpenBatch(expected)
+                end = _run_end(rows, start, self._max_batch - self._open.n)
+                self._open.add(rows[start][0], [leaf for _, leaf in rows[start:end]])
+                start = end
             recovered += len(rows)
         if recovered:
             log.info("recovered %d unsealed readings up to seq %d", recovered, self._next_seq - 1)
@@ -217,3 +220,12 @@ class Sequencer:
         batch, self._open = self._open, OpenBatch(self._next_seq)
         self.batch_full.clear()
         return batch
+
+
+def _run_end(rows: list[tuple[int, bytes]], start: int, room: int) -> int:
+    """End of the run of consecutive seqs from rows[start], at most `room` long: hashed
+    together, a run shares one set of HMAC states instead of deriving them per reading."""
+    end = start + 1
+    while end < len(rows) and end - start < room and rows[end][0] == rows[end - 1][0] + 1:
+        end += 1
+    return end

@@ -12,7 +12,6 @@ Nothing here knows of signing, buffering, MQTT or chains.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
@@ -49,10 +48,6 @@ class Reading(NamedTuple):
     ts: int
     value: Value
     quality: int = Quality.GOOD
-
-
-def now_ns() -> int:
-    return time.time_ns()
 
 
 class ReadingSink(Protocol):

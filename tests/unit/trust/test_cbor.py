@@ -213,3 +213,12 @@ def test_a_leaf_whose_fields_share_references_is_refused() -> None:
         decode_leaf(raw)
     with pytest.raises(LeafError):
         check_leaves([raw], 1)
+
+
+def test_a_batch_message_decodes_to_what_was_encoded() -> None:
+    from agent.trust.bundle import Batch, BundleFormatError, decode_batch
+
+    batch = Batch(b"seal bytes", bytes(32), [encode_leaf(1, 2, "t", 1.5, 0)])
+    assert decode_batch(batch.encode()) == batch
+    with pytest.raises(BundleFormatError, match="salt_key"):
+        decode_batch(Batch(b"seal", bytes(16), []).encode())
