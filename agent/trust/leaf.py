@@ -88,6 +88,8 @@ def check_leaves(leaves: Sequence[bytes], first_seq: int) -> None:
         items = [None] * len(leaves)
     dumps = cbor2.dumps
     for index, (item, raw) in enumerate(zip(items, leaves)):
+        # _checked's rules plus the seq and range checks, inlined: a call per leaf costs
+        # a quarter of verification throughput. A property test holds the two together.
         if not (
             type(item) is list
             and len(item) == 5
