@@ -4,6 +4,8 @@
     ├── UsageError                 bad command-line use
     ├── ConfigError                invalid configuration: one Problem per finding, all at once
     ├── KeyError_                  a signing key or certificate cannot be used
+    │   └── TpmError               the TPM refused a command
+    │       └── TpmUnreachable     the TPM cannot be reached (TCTI failure)
     ├── SigningError               a signature failed for now (e.g. a busy TPM): retried
     ├── BufferError_               the state directory / database cannot be used
     ├── InvalidBundle              input is not a usable bundle (malformed, truncated)
@@ -56,6 +58,20 @@ class ConfigError(EdgesealError):
 
 class KeyError_(EdgesealError):
     """A key or certificate problem (named with a trailing underscore: not the builtin)."""
+
+
+class TpmError(KeyError_):
+    """`transient` says whether the same command may succeed later (a busy or unreachable
+    TPM, a dictionary-attack lockout) or never will (an empty handle, a wrong key)."""
+
+    def __init__(self, message: str, *, transient: bool = False) -> None:
+        super().__init__(message)
+        self.transient = transient
+
+
+class TpmUnreachable(TpmError):
+    def __init__(self, message: str) -> None:
+        super().__init__(message, transient=True)
 
 
 class SigningError(EdgesealError):

@@ -45,7 +45,7 @@ class RunStats:
 
 async def run_agent(config: Any, stop: asyncio.Event, signer: Signer | None = None) -> RunStats:
     """Run until `stop` is set; returns what this run did."""
-    signer = signer or open_signer(config.identity)
+    signer = signer or await open_signer(config.identity)
     try:
         _check_identity(signer, config.device.id)
         buffer = Buffer.open(config.buffer.dir)

@@ -10,10 +10,36 @@ python=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
   "$python" -m venv .venv || { echo "edgeseal: cannot create a virtualenv; on Debian/Ubuntu: apt-get install python3-venv" >&2; exit 2; }
 fi
+# chatter goes to a log, shown only when an install fails
+log=.venv/install.log
+
+# Debian packages: swtpm for the software TPM; tpm2-pytss compiles against libtss2 from source
+system_packages="swtpm swtpm-tools libtss2-dev pkg-config gcc python3-dev"
+
+install_system_packages() {
+  command -v dpkg-query >/dev/null \
+    || { echo "edgeseal: not Debian/Ubuntu: install the equivalents of: $system_packages" >&2; return 0; }
+  local missing=() pkg
+  for pkg in $system_packages; do
+    [ "$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null)" = "install ok installed" ] || missing+=("$pkg")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  local install="apt-get install -y -q ${missing[*]}"
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "edgeseal: missing system packages; as root run:" >&2
+    echo "  apt-get update && DEBIAN_FRONTEND=noninteractive $install" >&2
+    exit 2
+  fi
+  if ! { apt-get update -q && DEBIAN_FRONTEND=noninteractive $install; } >"$log" 2>&1; then
+    cat "$log" >&2
+    echo "edgeseal: installing ${missing[*]} failed (log above, also in $log)" >&2
+    exit 1
+  fi
+}
+
+install_system_packages
 extras=""
 [ "${1:-}" = "test" ] && extras="[test]"
-# pip's chatter goes to a log, shown only when the install fails
-log=.venv/install.log
 if ! { .venv/bin/python -m pip install --disable-pip-version-check --upgrade pip \
        && .venv/bin/python -m pip install --disable-pip-version-check -e ".${extras}"; } >"$log" 2>&1; then
   cat "$log" >&2

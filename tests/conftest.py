@@ -9,6 +9,9 @@ from collections.abc import Iterator
 
 import pytest
 
+# the software TPM fixtures (swtpm_template, swtpm), for every test directory
+pytest_plugins = ["tpm_fixtures"]
+
 
 @pytest.fixture(autouse=True)
 def no_leaked_threads() -> Iterator[None]:

@@ -16,7 +16,7 @@ from agent.errors import ConfigError
 def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> Config:
     """Loads and validates the configuration at `path`. `${NAME}` references are read
     from `env` (default: the process environment). Relative paths in the file
-    (identity.key, identity.cert_chain, buffer.dir) are resolved against the file's
+    (identity.key, identity.cert_chain, identity.tpm.secrets_dir, buffer.dir) are resolved against the file's
     folder. Reads no key, certificate or database: checking a config does no I/O beyond it."""
     doc = load_yaml(os.fspath(path), os.environ if env is None else env)
     problems = list(doc.problems)
@@ -37,8 +37,14 @@ def _paths_from(config: Config, folder: str) -> Config:
     def resolve(path: str) -> str:
         return os.path.normpath(os.path.join(folder, path))
 
-    identity = config.identity.model_copy(
-        update={"key": resolve(config.identity.key), "cert_chain": resolve(config.identity.cert_chain)}
+    identity = config.identity
+    tpm = identity.tpm and identity.tpm.model_copy(update={"secrets_dir": resolve(identity.tpm.secrets_dir)})
+    identity = identity.model_copy(
+        update={
+            "key": identity.key and resolve(identity.key),
+            "cert_chain": resolve(identity.cert_chain),
+            "tpm": tpm,
+        }
     )
     buffer = config.buffer.model_copy(update={"dir": resolve(config.buffer.dir)})
     return config.model_copy(update={"identity": identity, "buffer": buffer})

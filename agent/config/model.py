@@ -6,15 +6,19 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 import drivers
 from agent.config.document import format_path
+from agent.keys.tpm.tcti import TCTI_RULE, parse_tcti
 from agent.trust.certs import DEVICE_ID_PATTERN, DEVICE_ID_RULE
-from drivers.config_types import DefinesTags, Duration, Expected, Matching, SubPath, findings
+from drivers.config_types import DefinesTags, Duration, Expected, Matching, SubPath, expected, findings
 
 DeviceId = Annotated[str, Matching(DEVICE_ID_RULE, DEVICE_ID_PATTERN)]
 FilePath = Annotated[str, Expected("a file path")]
+# The device key's default handle, and the TCG-reserved ones it must not take.
+DEFAULT_HANDLE = 0x81020001
+RESERVED_HANDLES = {0x81000001: "SRK", 0x81010001: "RSA EK", 0x81010002: "ECC EK"}
 
 
 class _Section(BaseModel):
@@ -32,22 +36,89 @@ class DeviceConfig(_Section):
     model: str | None = Field(None, description="Hardware model of the gateway, e.g. EG-100; for information only.")
 
 
+class TpmConfig(_Section):
+    """Where the TPM is and how the device key in it is used."""
+
+    tcti: Annotated[str, Expected(TCTI_RULE)] = Field(
+        "device:/dev/tpmrm0",
+        description="How to reach the TPM: `device:/dev/tpmrm0` (the kernel resource manager), "
+        "`tabrmd` (the access broker) or `swtpm:host=127.0.0.1,port=2321` (a software TPM, for tests).",
+    )
+    handle: int = Field(
+        DEFAULT_HANDLE,
+        description="Persistent handle of the device key, e.g. 0x81020001 (the default: outside the "
+        "TCG-reserved SRK range 0x81000000-0x8100FFFF and EK range 0x81010000-0x8101FFFF).",
+    )
+    min_sign_interval: Duration = Field(
+        0.0,
+        description="Shortest time between two signatures, e.g. 5s for a secure element that throttles; "
+        "seals wait and grow meanwhile, readings do not wait.",
+    )
+    secrets_dir: FilePath = Field(
+        "secrets",
+        min_length=1,
+        description="Folder of TPM-sealed secrets (`edgeseal-provision secret seal NAME`). "
+        "A relative path starts at the configuration file's folder.",
+    )
+
+    @field_validator("tcti")
+    @classmethod
+    def _known_tcti(cls, value: str) -> str:
+        try:
+            parse_tcti(value)
+        except ValueError as exc:
+            raise expected(str(exc)) from None
+        return value
+
+    @field_validator("handle")
+    @classmethod
+    def _owner_persistent(cls, value: int) -> int:
+        rule = "an owner persistent handle 0x81000000..0x817FFFFF"
+        if not 0x81000000 <= value <= 0x817FFFFF:
+            raise findings([((), f"expected {rule}, found 0x{value:x}")])
+        if value in RESERVED_HANDLES:
+            reserved = RESERVED_HANDLES[value]
+            raise findings([((), f"expected {rule} other than the TCG-reserved {reserved}, found 0x{value:08x}")])
+        return value
+
+
 class IdentityConfig(_Section):
     """The key that signs this device's data, and the certificate that vouches for it."""
 
-    signer: Literal["software"] = Field(
-        "software", description="Where the signing key lives. `software`: a private key file on this gateway."
+    signer: Literal["software", "tpm"] = Field(
+        "software",
+        description="Where the signing key lives. `tpm`: in this gateway's TPM (production). "
+        "`software`: a private key file (development and tests only).",
     )
-    key: FilePath = Field(
+    key: FilePath | None = Field(
+        None,
         min_length=1,
-        description="Path of the device's private key file (PEM). "
+        description="signer: software only. Path of the device's private key file (PEM). "
         "A relative path starts at the configuration file's folder.",
     )
+    tpm: TpmConfig | None = Field(None, description="signer: tpm only (optional: defaults apply).")
     cert_chain: FilePath = Field(
         min_length=1,
         description="Path of the device's certificate chain (PEM): the device certificate first, then the "
         "intermediate certificates. A relative path starts at the configuration file's folder.",
     )
+
+    @model_validator(mode="after")
+    def _signer_fields(self) -> IdentityConfig:
+        found: list[tuple[SubPath, str]] = []
+        if self.signer == "software" and self.key is None:
+            found.append((("key",), "expected the key file of signer: software, found nothing"))
+        if self.signer == "tpm" and self.key is not None:
+            found.append((("key",), "expected no key file with signer: tpm (the key never leaves the TPM), found one"))
+        if self.signer == "software" and self.tpm is not None:
+            found.append((("tpm",), "expected no tpm section with signer: software, found one"))
+        if found:
+            raise findings(found)
+        return self
+
+    @property
+    def tpm_settings(self) -> TpmConfig:
+        return self.tpm or TpmConfig()
 
 
 class SealConfig(_Section):
