@@ -1,4 +1,5 @@
-"""A throw-away identity for `edgeseal demo`: a demo CA and one software device key.
+"""A throw-away identity for `edgeseal demo`: a demo CA and one device key, in software
+or in a (software) TPM.
 
 Every subject says "demo (not for production)", so nobody mistakes its data for a real
 device's. The CA keys are saved encrypted under a random passphrase that is discarded at
@@ -15,9 +16,13 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from tpm2_pytss.cryptography import public_to_key, tpm_ecc_private_key
 
+from agent.config.model import DEFAULT_HANDLE
 from agent.errors import KeyError_
 from agent.keys.software import load_certificate_chain
+from agent.keys.tpm import esys
+from agent.keys.tpm.tcti import Tcti
 from agent.trust.certs import device_id_of
 from provisioning import ca_store
 from provisioning.ca import build_csr, create_ca, issue_device_certificate
@@ -29,7 +34,7 @@ DEMO_DEVICE_ORGANIZATION = "edgeseal demo device (not for production)"
 
 @dataclass(frozen=True)
 class DemoIdentity:
-    key_path: Path  # device-key.pem, 0600
+    key_path: Path | None  # device-key.pem, 0600; None when the key is in a TPM
     chain_path: Path  # device-chain.pem: device certificate, then the issuing CA
     ca_path: Path  # ca.pem: the demo root, what `edgeseal verify --ca` takes
 
@@ -54,6 +59,38 @@ def make_demo_identity(directory: Path, device_id: str, model: str | None = None
     device_cert = issue_device_certificate(ca, csr)
 
     write_device_key(identity.key_path, device_key)
+    write_public(identity.chain_path, _pem(device_cert) + _pem(ca.issuing_cert))
+    write_public(identity.ca_path, _pem(ca.root_cert))
+    return identity
+
+
+def make_demo_tpm_identity(
+    directory: Path, device_id: str, tcti: Tcti, handle: int = DEFAULT_HANDLE, model: str | None = None
+) -> DemoIdentity:
+    """Like make_demo_identity, with the device key created in the TPM at `handle`.
+
+    The key's template is derived from the device id, so rerunning on the same TPM finds
+    the same key, and the certificate already in `directory` is reused.
+    """
+    directory = Path(directory)
+    identity = DemoIdentity(None, directory / "device-chain.pem", directory / "ca.pem")
+    esapi = esys.open_context(tcti)
+    try:
+        public, _ = esys.create_identity_key(esapi, handle, device_id, force=False)
+        if identity.chain_path.exists() and identity.ca_path.exists():
+            chain = load_certificate_chain(identity.chain_path)
+            if chain and chain[0].public_key() == public_to_key(public):
+                return _reused(identity, device_id)
+        key = esapi.tr_from_tpmpublic(handle)
+        try:
+            csr = build_csr(tpm_ecc_private_key(esapi, key), device_id, model, organization=DEMO_DEVICE_ORGANIZATION)
+        finally:
+            esapi.tr_close(key)
+    finally:
+        esapi.close()
+    ca = create_ca(DEMO_CA_ORGANIZATION, common_name_prefix="edgeseal demo")
+    ca_store.save(directory / "demo-ca", ca, secrets.token_urlsafe(32).encode(), force=True)
+    device_cert = issue_device_certificate(ca, csr)
     write_public(identity.chain_path, _pem(device_cert) + _pem(ca.issuing_cert))
     write_public(identity.ca_path, _pem(ca.root_cert))
     return identity
