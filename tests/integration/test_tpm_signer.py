@@ -130,3 +130,33 @@ def test_no_transient_object_or_session_is_left_in_the_tpm(swtpm: SoftwareTpm, t
             assert list(data.data.handles) == [], f"left in the TPM: {list(data.data.handles)}"
     finally:
         esapi.close()
+
+
+def test_a_dictionary_attack_lockout_is_retried_with_a_clear_message(swtpm: SoftwareTpm, tmp_path: Path) -> None:
+    identity = tpm_identity(swtpm, tmp_path, DEVICE)
+    esapi = esys.open_context(parse_tcti(swtpm.tcti))
+
+    def lock_out() -> None:  # wrong passwords on the device key until the TPM locks out
+        esapi.dictionary_attack_parameters(2, 1000, 1000)
+        key, _ = esys.open_persistent(esapi, HANDLE)
+        esapi.tr_set_auth(key, b"wrong")
+        for _ in range(3):
+            with pytest.raises(TpmError):
+                esys.sign_digest(esapi, key, bytes(32))
+        esapi.tr_close(key)
+
+    async def main() -> None:
+        signer = await TpmSigner.open(parse_tcti(swtpm.tcti), HANDLE, identity.chain_path)
+        try:
+            lock_out()
+            with pytest.raises(SigningError, match="dictionary-attack lockout"):
+                await signer.sign_digest(bytes(32))
+            esapi.dictionary_attack_lock_reset()
+            assert len(await signer.sign_digest(bytes(32))) == 64
+        finally:
+            await signer.close()
+
+    try:
+        asyncio.run(main())
+    finally:
+        esapi.close()
