@@ -51,6 +51,13 @@ def _parser() -> argparse.ArgumentParser:
     verify = sub.add_parser("verify", help="verify a bundle against the manufacturer CA")
     verify.add_argument("file", type=Path)
     verify.add_argument("--ca", required=True, type=Path, help="PEM file of trusted root certificate(s)")
+    verify.add_argument(
+        "--crl",
+        action="append",
+        default=[],
+        type=Path,
+        help="PEM or DER CRL of a CA in the device's chain (repeatable); a listed certificate is a finding",
+    )
     verify.add_argument("--json", action="store_true", help="machine-readable report")
     verify.add_argument(
         "--jobs", type=int, default=os.cpu_count() or 1, help="processes that check batches (default: all cores)"
@@ -133,27 +140,33 @@ def _export(args: argparse.Namespace) -> int:
 def _verify(args: argparse.Namespace) -> int:
     from agent.report import render_json, render_text
     from agent.trust.bundle import NotABundle
+    from agent.trust.revocation import CrlError
 
     roots = _read_roots(args.ca)
+    crls = [_read_crl(path) for path in args.crl]
     data = _read_bytes(args.file)
     try:
-        report = _verify_with_jobs(data, roots, args.jobs)
+        report = _verify_with_jobs(data, roots, crls, args.jobs)
     except NotABundle as exc:
         raise InvalidBundle(f"{args.file}: unusable input: {exc}") from None
+    except CrlError as exc:  # only the bundle's chain tells whose CRL it may be
+        raise UsageError(f"{args.crl[exc.index]}: unusable CRL: {exc}") from None
     print(render_json(report) if args.json else render_text(report, str(args.file)))
     return 0 if report.valid else 1
 
 
-def _verify_with_jobs(data: bytes, roots: list[x509.Certificate], jobs: int) -> Report:
+def _verify_with_jobs(
+    data: bytes, roots: list[x509.Certificate], crls: list[x509.CertificateRevocationList], jobs: int
+) -> Report:
     """Batches are checked in `jobs` processes: verification is CPU-bound and per batch."""
     from concurrent.futures import ProcessPoolExecutor
 
     from agent.trust.verify import verify_bundle
 
     if jobs <= 1:
-        return verify_bundle(data, roots)
+        return verify_bundle(data, roots, crls=crls)
     with ProcessPoolExecutor(jobs) as pool:
-        return verify_bundle(data, roots, pool.map)
+        return verify_bundle(data, roots, pool.map, crls=crls)
 
 
 def _schema(args: argparse.Namespace) -> int:
@@ -220,6 +233,15 @@ def _read_roots(path: Path) -> list[x509.Certificate]:
         return x509.load_pem_x509_certificates(_read_bytes(path))
     except ValueError as exc:
         raise UsageError(f"{path}: not a PEM certificate file: {exc}") from None
+
+
+def _read_crl(path: Path) -> x509.CertificateRevocationList:
+    from agent.trust.revocation import CrlError, load_crl
+
+    try:
+        return load_crl(_read_bytes(path))
+    except CrlError as exc:
+        raise UsageError(f"{path}: not a usable CRL: {exc}") from None
 
 
 def _write_atomically(path: Path, data: bytes) -> None:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from typing import Any
 
+from agent.trust.revocation import CrlCheck
 from agent.trust.verify import Report
 
 
@@ -14,6 +16,7 @@ def as_dict(report: Report) -> dict[str, Any]:
         "selective": report.selective,
         "device": report.device,
         "certificate": {"subject": report.device_subject, "root": report.root_subject, "key_id": report.key_id},
+        "revocation": None if report.revocation is None else [_crl_check(c) for c in report.revocation],
         "batches": report.batches,
         "batch_range": [report.first_b, report.last_b] if report.batches else None,
         "readings": report.readings,
@@ -27,6 +30,19 @@ def as_dict(report: Report) -> dict[str, Any]:
     }
 
 
+def _crl_check(check: CrlCheck) -> dict[str, Any]:
+    return {
+        "subject": check.subject,
+        "serial": f"{check.serial_number:x}",
+        "issuer": check.issuer,
+        "checked": check.this_update is not None,
+        "crl_this_update": _iso(check.this_update),
+        "revoked": check.revoked,
+        "revoked_at": _iso(check.revoked_at),
+        "reason": check.reason,
+    }
+
+
 def render_json(report: Report) -> str:
     return json.dumps(as_dict(report), indent=2)
 
@@ -37,6 +53,7 @@ def render_text(report: Report, name: str) -> str:
         lines.append(f"  device      {report.device}: {report.device_subject}")
         lines.append(f"  key id      {report.key_id}")
         lines.append(f"  root        {report.root_subject}")
+        lines += [f"  revocation  {status}" for status in _revocation(report)]
     if report.batches:
         kind = "selective: disclosed readings only" if report.selective else "full"
         proven = "verified readings" if report.valid else "readings verified before the findings below"
@@ -64,6 +81,24 @@ def render_text(report: Report, name: str) -> str:
     for f in report.findings:
         lines.append(f"  FINDING     {f}")
     return "\n".join(lines)
+
+
+def _revocation(report: Report) -> list[str]:
+    if report.revocation is None:
+        return ["not checked (no CRL given)"]
+    return [_crl_status(c) for c in report.revocation]
+
+
+def _crl_status(c: CrlCheck) -> str:
+    if c.this_update is None:
+        return f"{c.subject}: not checked (no CRL of {c.issuer} given)"
+    if c.revoked_at is not None:
+        return f"{c.subject}: REVOKED on {c.revoked_at.isoformat()} (CRL of {c.issuer})"
+    return f"{c.subject}: not revoked (CRL of {c.issuer}, issued {c.this_update.isoformat()})"
+
+
+def _iso(moment: dt.datetime | None) -> str | None:
+    return moment.isoformat() if moment else None
 
 
 def _list(items: list[int]) -> str:

@@ -2,8 +2,9 @@
 
 An explicit walk rather than a web-PKI path builder: device certificates carry no DNS
 names, and IEEE 802.1AR device identities are valid "forever" (notAfter 9999), so the
-checks are issuance, CA flags, the signing key's curve and the device id (the subject's
-serialNumber, which every seal names as "dev"), evaluated at the times the data was signed.
+checks are issuance, CA flags, the signing key's curve and usage, and the device id (the
+subject's serialNumber, which every seal names as "dev"), evaluated at the times the data
+was signed. Revocation is agent.trust.revocation's, over the path found here.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ class DeviceIdentity:
     device_id: str
     subject: str
     root_subject: str
+    path: tuple[x509.Certificate, ...]  # the device certificate, intermediates, then the root
 
 
 # The device id: in every seal as "dev" and in the device certificate's serialNumber,
@@ -133,6 +135,7 @@ def verify_chain(
         raise ChainError("the device certificate's key is not EC P-256")
     if is_ca(device):
         raise ChainError("the first certificate is a CA certificate, not a device certificate")
+    _check_device_key_usage(device)
     device_id = device_id_of(device)
     if device_id is None:
         raise ChainError("the device certificate names no device (one serialNumber attribute)")
@@ -144,7 +147,25 @@ def verify_chain(
     for cert in [*chain, root]:
         for at in times:
             _check_validity(cert, at)
-    return DeviceIdentity(device, key, device_id, device.subject.rfc4514_string(), root.subject.rfc4514_string())
+    return DeviceIdentity(
+        device, key, device_id, device.subject.rfc4514_string(), root.subject.rfc4514_string(), (*chain, root)
+    )
+
+
+def _check_device_key_usage(device: x509.Certificate) -> None:
+    """The device key signs seals and checkpoints, nothing else: its certificate must allow
+    digitalSignature (RFC 5280 4.2.1.3) and none of a CA's usages."""
+    try:
+        usage = device.extensions.get_extension_for_class(x509.KeyUsage).value
+    except x509.ExtensionNotFound:
+        raise ChainError("the device certificate has no keyUsage extension: it must allow digitalSignature") from None
+    if not usage.digital_signature:
+        raise ChainError("the device certificate's keyUsage lacks digitalSignature: its key may not sign seals")
+    ca_usages = [name for name, on in (("keyCertSign", usage.key_cert_sign), ("cRLSign", usage.crl_sign)) if on]
+    if ca_usages:
+        raise ChainError(
+            f"the device certificate's keyUsage allows {' and '.join(ca_usages)}: a CA's usage, not a device's"
+        )
 
 
 def _issuing_root(top: x509.Certificate, roots: list[x509.Certificate]) -> x509.Certificate:
@@ -178,8 +199,14 @@ def check_issued(child: x509.Certificate, issuer: x509.Certificate) -> None:
 
 
 def _check_validity(cert: x509.Certificate, at: dt.datetime) -> None:
-    if not cert.not_valid_before_utc <= at <= cert.not_valid_after_utc:
+    name = cert.subject.rfc4514_string()
+    if at < cert.not_valid_before_utc:
         raise ChainError(
-            f"{cert.subject.rfc4514_string()!r} is not valid at {at.isoformat()} "
-            f"({cert.not_valid_before_utc.isoformat()} .. {cert.not_valid_after_utc.isoformat()})"
+            f"{name!r} was not yet valid when data was signed at {at.isoformat()} "
+            f"(notBefore {cert.not_valid_before_utc.isoformat()})"
+        )
+    if at > cert.not_valid_after_utc:
+        raise ChainError(
+            f"{name!r} had expired when data was signed at {at.isoformat()} "
+            f"(notAfter {cert.not_valid_after_utc.isoformat()})"
         )

@@ -1,7 +1,8 @@
 """The verifier: what a bundle proves, step by step (numbered as in docs/formats.md).
 
 1. The bundle is a version-1 bundle of the specified shape.
-2. Its certificate chain leads from the device key to a root the auditor trusts.
+2. Its certificate chain leads from the device key to a root the auditor trusts, and
+   no CRL the auditor gives lists a certificate of it.
 3. Every seal and checkpoint is a COSE_Sign1 by that key (kid and signature).
 4. Every batch's readings hash to the root its seal signs (full: all of them;
    selective: each disclosed reading through its inclusion proof).
@@ -12,15 +13,16 @@
 7. Anchor records refer to checkpoints of this bundle (checking them against a chain
    needs an RPC and belongs to the anchoring verifier).
 
-Malformed input raises `NotABundle`; everything else becomes findings in the report,
-so one run says everything that is wrong, and where.
+Malformed input raises `NotABundle`, and a CRL that no CA of the chain signed raises
+`CrlError`; everything else becomes findings in the report, so one run says everything
+that is wrong, and where.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,6 +48,7 @@ from agent.trust.payloads import (
     open_seal,
     seal_digest,
 )
+from agent.trust.revocation import CrlCheck, check_revocation
 
 
 @dataclass(frozen=True)
@@ -73,6 +76,7 @@ class Report:
     device_subject: str | None = None
     root_subject: str | None = None
     key_id: str | None = None
+    revocation: list[CrlCheck] | None = None  # None: no CRL was given
     batches: int = 0
     readings: int = 0
     first_b: int | None = None
@@ -104,8 +108,15 @@ class _Seal:
 MapFn = Callable[..., Iterable[Any]]
 
 
-def verify_bundle(data: bytes, roots: list[x509.Certificate], map_fn: MapFn = map) -> Report:
-    """Step 1 raises NotABundle for unusable input; all else is reported.
+def verify_bundle(
+    data: bytes,
+    roots: list[x509.Certificate],
+    map_fn: MapFn = map,
+    *,
+    crls: Sequence[x509.CertificateRevocationList] = (),
+) -> Report:
+    """Step 1 raises NotABundle for unusable input, step 2 CrlError for an unusable CRL;
+    all else is reported.
 
     `map_fn` runs step 4's per-batch work (`check_full_batch`, a pure function); pass a
     process pool's map to verify batches on several cores."""
@@ -118,13 +129,20 @@ def verify_bundle(data: bytes, roots: list[x509.Certificate], map_fn: MapFn = ma
         report.fail("bundle", str(exc))
         return report
     report.selective = bundle.selective
-    _Verifier(bundle, roots, report, map_fn).run()
+    _Verifier(bundle, roots, crls, report, map_fn).run()
     return report
 
 
 class _Verifier:
-    def __init__(self, bundle: Bundle, roots: list[x509.Certificate], report: Report, map_fn: MapFn) -> None:
-        self.bundle, self.roots, self.report, self.map_fn = bundle, roots, report, map_fn
+    def __init__(
+        self,
+        bundle: Bundle,
+        roots: list[x509.Certificate],
+        crls: Sequence[x509.CertificateRevocationList],
+        report: Report,
+        map_fn: MapFn,
+    ) -> None:
+        self.bundle, self.roots, self.crls, self.report, self.map_fn = bundle, roots, crls, report, map_fn
 
     def run(self) -> None:
         b = self.bundle
@@ -185,8 +203,19 @@ class _Verifier:
         r = self.report
         r.device_subject, r.root_subject = identity.subject, identity.root_subject
         r.key_id = key_id(identity.public_key).hex()
+        self._revocation(identity)
         self._certs_match_carried_chains(seals)
         return identity
+
+    def _revocation(self, identity: DeviceIdentity) -> None:
+        """A revoked certificate is a finding, not a broken chain: the data is still
+        checked, so the report says everything else that holds or fails too."""
+        if not self.crls:
+            return
+        self.report.revocation = check_revocation(identity.path, self.crls)
+        for check in self.report.revocation:
+            if check.revoked:
+                self.report.fail("certs", check.finding())
 
     def _certs_match_carried_chains(self, seals: list[_Seal]) -> None:
         """A seal's x5chain is in the signed log; where seals carry chains, `certs` must be

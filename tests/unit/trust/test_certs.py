@@ -1,8 +1,11 @@
+import datetime as dt
 from pathlib import Path
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from agent.trust.certs import ChainError, _content_start, _der_element, parse_der_chain, verify_chain
 from provisioning.ca import build_csr, create_ca, issue_device_certificate
@@ -52,5 +55,93 @@ def test_validity_is_checked_at_every_given_time_for_the_root_too(ca, tmp_path: 
     key = ec.generate_private_key(ec.SECP256R1())
     cert = issue_device_certificate(ca, build_csr(key, "GW-8", None))
     before_root = ca.root_cert.not_valid_before_utc - dt.timedelta(days=1)
-    with pytest.raises(ChainError, match="not valid at"):
+    with pytest.raises(ChainError, match="was not yet valid when data was signed at"):
         verify_chain([cert, ca.issuing_cert], [ca.root_cert], [cert.not_valid_before_utc, before_root])
+
+
+def test_the_identity_holds_the_path_to_the_root(ca) -> None:  # type: ignore[no-untyped-def]
+    cert = issue_device_certificate(ca, build_csr(ec.generate_private_key(ec.SECP256R1()), "GW-9", None))
+    identity = verify_chain([cert, ca.issuing_cert], [ca.root_cert], [cert.not_valid_before_utc])
+    assert identity.path == (cert, ca.issuing_cert, ca.root_cert)
+
+
+def test_an_expired_certificate_says_when_it_expired(ca) -> None:  # type: ignore[no-untyped-def]
+    key = ec.generate_private_key(ec.SECP256R1())
+    start = ca.issuing_cert.not_valid_before_utc
+    cert = _device_certificate(ca, key, usage=DEVICE_USAGE, not_after=start + dt.timedelta(hours=1))
+    late = start + dt.timedelta(days=2)
+    with pytest.raises(ChainError) as raised:
+        verify_chain([cert, ca.issuing_cert], [ca.root_cert], [start, late])
+    assert str(raised.value) == (
+        f"'CN=GW-10,2.5.4.5=GW-10' had expired when data was signed at {late.isoformat()} "
+        f"(notAfter {(start + dt.timedelta(hours=1)).isoformat()})"
+    )
+
+
+NO_USAGE = dict.fromkeys(
+    ["digital_signature", "content_commitment", "key_encipherment", "data_encipherment", "key_agreement"]
+    + ["key_cert_sign", "crl_sign", "encipher_only", "decipher_only"],
+    False,
+)
+
+DEVICE_USAGE = {**NO_USAGE, "digital_signature": True}
+USAGE = "the device certificate's keyUsage"
+KEY_USAGES = {
+    "none": (None, "the device certificate has no keyUsage extension: it must allow digitalSignature"),
+    "key agreement only": (
+        {**NO_USAGE, "key_agreement": True},
+        f"{USAGE} lacks digitalSignature: its key may not sign seals",
+    ),
+    "and keyCertSign": (
+        {**DEVICE_USAGE, "key_cert_sign": True},
+        f"{USAGE} allows keyCertSign: a CA's usage, not a device's",
+    ),
+    "and cRLSign": ({**DEVICE_USAGE, "crl_sign": True}, f"{USAGE} allows cRLSign: a CA's usage, not a device's"),
+    "and both": (
+        {**DEVICE_USAGE, "key_cert_sign": True, "crl_sign": True},
+        f"{USAGE} allows keyCertSign and cRLSign: a CA's usage, not a device's",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", KEY_USAGES)
+def test_the_device_key_must_be_for_signatures_only(ca, case: str) -> None:  # type: ignore[no-untyped-def]
+    usage, message = KEY_USAGES[case]
+    cert = _device_certificate(ca, ec.generate_private_key(ec.SECP256R1()), usage=usage)
+    with pytest.raises(ChainError) as raised:
+        verify_chain([cert, ca.issuing_cert], [ca.root_cert], [cert.not_valid_before_utc])
+    assert str(raised.value) == message
+
+
+def test_digital_signature_with_other_end_entity_usages_is_accepted(ca) -> None:  # type: ignore[no-untyped-def]
+    usage = {**NO_USAGE, "digital_signature": True, "key_agreement": True, "content_commitment": True}
+    cert = _device_certificate(ca, ec.generate_private_key(ec.SECP256R1()), usage=usage)
+    assert verify_chain([cert, ca.issuing_cert], [ca.root_cert], [cert.not_valid_before_utc]).device_id == "GW-10"
+
+
+def _device_certificate(
+    ca,  # type: ignore[no-untyped-def]
+    key: ec.EllipticCurvePrivateKey,
+    *,
+    usage: dict[str, bool] | None = None,
+    not_after: dt.datetime | None = None,
+) -> x509.Certificate:
+    """Device "GW-10" as provisioning would issue it, but with `usage` (None: no keyUsage)
+    and `not_after` (default: the profile's, the issuing CA's)."""
+    device = "GW-10"
+    name = x509.Name(
+        [x509.NameAttribute(NameOID.SERIAL_NUMBER, device), x509.NameAttribute(NameOID.COMMON_NAME, device)]
+    )
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(ca.issuing_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(ca.issuing_cert.not_valid_before_utc)
+        .not_valid_after(not_after or ca.issuing_cert.not_valid_after_utc)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+    )
+    if usage is not None:
+        builder = builder.add_extension(x509.KeyUsage(**usage), critical=True)
+    return builder.sign(ca.issuing_key, hashes.SHA256())
