@@ -19,9 +19,9 @@ from cryptography import x509
 
 from agent.buffer.store import Buffer
 from agent.config import load_config
-from agent.config.model import DEFAULT_HANDLE
 from agent.errors import UsageError
 from agent.export import Selection, export_bundle
+from agent.keys.tpm.handles import DEFAULT_HANDLE
 from agent.keys.tpm.tcti import parse_tcti
 from agent.report import render_text
 from agent.runtime import RunStats, install_signal_handlers, run_agent

@@ -18,10 +18,10 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from tpm2_pytss.cryptography import public_to_key, tpm_ecc_private_key
 
-from agent.config.model import DEFAULT_HANDLE
 from agent.errors import KeyError_
 from agent.keys.software import load_certificate_chain
 from agent.keys.tpm import esys
+from agent.keys.tpm.handles import DEFAULT_HANDLE
 from agent.keys.tpm.tcti import Tcti
 from agent.trust.certs import device_id_of
 from provisioning import ca_store

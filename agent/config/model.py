@@ -10,15 +10,13 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 import drivers
 from agent.config.document import format_path
+from agent.keys.tpm.handles import DEFAULT_HANDLE, handle_problem
 from agent.keys.tpm.tcti import TCTI_RULE, parse_tcti
 from agent.trust.certs import DEVICE_ID_PATTERN, DEVICE_ID_RULE
 from drivers.config_types import DefinesTags, Duration, Expected, Matching, SubPath, expected, findings
 
 DeviceId = Annotated[str, Matching(DEVICE_ID_RULE, DEVICE_ID_PATTERN)]
 FilePath = Annotated[str, Expected("a file path")]
-# The device key's default handle, and the TCG-reserved ones it must not take.
-DEFAULT_HANDLE = 0x81020001
-RESERVED_HANDLES = {0x81000001: "SRK", 0x81010001: "RSA EK", 0x81010002: "ECC EK"}
 
 
 class _Section(BaseModel):
@@ -73,12 +71,9 @@ class TpmConfig(_Section):
     @field_validator("handle")
     @classmethod
     def _owner_persistent(cls, value: int) -> int:
-        rule = "an owner persistent handle 0x81000000..0x817FFFFF"
-        if not 0x81000000 <= value <= 0x817FFFFF:
-            raise findings([((), f"expected {rule}, found 0x{value:x}")])
-        if value in RESERVED_HANDLES:
-            reserved = RESERVED_HANDLES[value]
-            raise findings([((), f"expected {rule} other than the TCG-reserved {reserved}, found 0x{value:08x}")])
+        problem = handle_problem(value)
+        if problem:
+            raise findings([((), problem)])
         return value
 
 

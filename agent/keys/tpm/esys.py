@@ -55,8 +55,9 @@ _BUSY = {TPM2_RC.RETRY, TPM2_RC.YIELDED, TPM2_RC.TESTING, TPM2_RC.NV_RATE}
 _TCTI_LAYER = 0x000A0000
 _HANDLE_ERROR = 0x18B  # TPM_RC_HANDLE on handle 1: nothing at that handle
 BUSY_RETRIES = 5
-# EK certificate profiles, the ones hardware most often carries first.
-EK_TYPES = ("EK-ECC256", "EK-RSA2048", "EK-HIGH-ECC256", "EK-HIGH-RSA2048", "EK-HIGH-ECC384", "EK-HIGH-RSA3072")
+# EK certificate profiles of the low range (TCG EK profile), whose policy is a plain
+# PolicySecret(TPM_RH_ENDORSEMENT); the ones hardware most often carries first.
+EK_TYPES = ("EK-ECC256", "EK-RSA2048")
 
 
 @contextmanager
@@ -179,10 +180,10 @@ def certify(esapi: ESAPI, key: ESYS_TR, qualifying_data: bytes) -> tuple[bytes, 
     return bytes(attest), signature.marshal(), ak_public.publicArea.marshal()
 
 
-def endorsement_certificate(esapi: ESAPI) -> tuple[bytes, bytes]:
-    """(EK certificate DER, EK TPMT_PUBLIC bytes) for the first EK profile that has a
-    certificate. The EK itself is recreated from its template, which the TCG EK profile
-    fixes, so it matches the certificate whether or not it was persisted."""
+def endorsement_template(esapi: ESAPI) -> tuple[bytes, TPM2B_PUBLIC]:
+    """(EK certificate DER, EK template) for the first EK profile that has a certificate.
+    The TCG EK profile fixes the template, so CreatePrimary with it recreates the EK the
+    certificate is for, whether or not the EK was persisted."""
     with tss_errors("reading the endorsement key certificate"):
         reader = NVReadEK(esapi)
         for ek_type in EK_TYPES:
@@ -191,16 +192,26 @@ def endorsement_certificate(esapi: ESAPI) -> tuple[bytes, bytes]:
             except ValueError:
                 continue
             if certificate:
-                ek, public, *_ = esapi.create_primary(None, template, ESYS_TR.ENDORSEMENT)
-                esapi.flush_context(ek)
-                return certificate, public.publicArea.marshal()
+                return certificate, template
     raise TpmError("this TPM has no endorsement key certificate in NV (looked for " + ", ".join(EK_TYPES) + ")")
 
 
-def activate_credential(esapi: ESAPI, ek_public: bytes, credential_blob: bytes, encrypted_secret: bytes) -> bytes:
+def endorsement_certificate(esapi: ESAPI) -> tuple[bytes, bytes]:
+    """(EK certificate DER, EK TPMT_PUBLIC bytes with its key, as a CA needs them)."""
+    certificate, template = endorsement_template(esapi)
+    with tss_errors("creating the endorsement key"):
+        ek, public, *_ = esapi.create_primary(None, template, ESYS_TR.ENDORSEMENT)
+        esapi.flush_context(ek)
+    return certificate, public.publicArea.marshal()
+
+
+def activate_credential(
+    esapi: ESAPI, ek_template: TPM2B_PUBLIC, credential_blob: bytes, encrypted_secret: bytes
+) -> bytes:
     """Recover the secret a CA encrypted to this TPM's EK for the attestation key's name
-    (TPM2_ActivateCredential): only the TPM holding both keys can."""
-    ek_template = TPM2B_PUBLIC(publicArea=TPMT_PUBLIC.unmarshal(ek_public)[0])
+    (TPM2_ActivateCredential): only the TPM holding both keys can. `ek_template` comes from
+    endorsement_template (a public area with its key in `unique` would make another key).
+    Low-range EK templates only: their policy is PolicySecret(TPM_RH_ENDORSEMENT)."""
     blob = TPM2B_ID_OBJECT.unmarshal(credential_blob)[0]
     secret = TPM2B_ENCRYPTED_SECRET.unmarshal(encrypted_secret)[0]
     with tss_errors("activating the CA's credential"):
