@@ -71,7 +71,7 @@ def issue_device_certificate(
 ) -> x509.Certificate:
     """The device's identity certificate (IDevID profile) for a checked CSR."""
     issuing_key, issuing_cert = (ca.issuing_key, ca.issuing_cert) if isinstance(ca, CertificateAuthority) else ca
-    _check_csr(csr)
+    check_csr(csr)
     public_key = csr.public_key()
     builder = (
         _builder(csr.subject, issuing_cert.subject, public_key, not_before)
@@ -116,7 +116,8 @@ def build_csr(
     return builder.sign(private_key, hashes.SHA256())
 
 
-def _check_csr(csr: x509.CertificateSigningRequest) -> None:
+def check_csr(csr: x509.CertificateSigningRequest) -> None:
+    """What the CA requires of any CSR: a valid signature, a P-256 key, one device id."""
     if not csr.is_signature_valid:
         raise KeyError_("the CSR's signature does not verify: it was altered or not signed by its key")
     public_key = csr.public_key()

@@ -1,12 +1,17 @@
-"""A CA directory on disk: root.pem, root-key.pem, issuing.pem, issuing-key.pem.
+"""A CA directory on disk: root.pem, root-key.pem, issuing.pem, issuing-key.pem, profile.json.
 
 Private keys are PKCS#8 PEM encrypted with a passphrase (`BestAvailableEncryption`) and
 created 0600. That encryption derives its key with PBKDF2-SHA256 at only 2048 rounds, so
 the passphrase itself must carry the strength: `save` refuses short ones.
+
+profile.json says whether the CA is for production (it issues only for keys proven to live
+in a TPM) or for development (it may certify software keys too): {"v": 1, "profile": ...}.
+A directory without it (made before profiles existed) is production: the strict default.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from cryptography import x509
@@ -21,12 +26,16 @@ ROOT_CERT = "root.pem"
 ROOT_KEY = "root-key.pem"
 ISSUING_CERT = "issuing.pem"
 ISSUING_KEY = "issuing-key.pem"
+PROFILE = "profile.json"
 FILES = (ROOT_CERT, ROOT_KEY, ISSUING_CERT, ISSUING_KEY)
+PRODUCTION, DEVELOPMENT = "production", "development"
 
 MIN_PASSPHRASE = 16
 
 
-def save(directory: Path, ca: CertificateAuthority, passphrase: bytes, *, force: bool = False) -> None:
+def save(
+    directory: Path, ca: CertificateAuthority, passphrase: bytes, *, force: bool = False, development: bool = False
+) -> None:
     """Write the CA; refuses to replace an existing one unless `force`."""
     if len(passphrase) < MIN_PASSPHRASE:
         raise UsageError(
@@ -37,6 +46,9 @@ def save(directory: Path, ca: CertificateAuthority, passphrase: bytes, *, force:
         refuse_existing([directory / name for name in FILES], "use --force to replace this CA")
     try:
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        # Until the new profile is written, the directory reads as production (the strict
+        # one): a failure halfway never leaves a production key under a development profile.
+        (directory / PROFILE).unlink(missing_ok=True)
     except OSError as exc:
         raise KeyError_(f"{directory}: cannot create the CA directory: {exc.strerror}") from None
     # Keys first: a directory with certificates but no keys would look like a usable CA.
@@ -44,6 +56,22 @@ def save(directory: Path, ca: CertificateAuthority, passphrase: bytes, *, force:
     write_private(directory / ISSUING_KEY, _encrypted(ca.issuing_key, passphrase), overwrite=force)
     write_public(directory / ROOT_CERT, _pem(ca.root_cert))
     write_public(directory / ISSUING_CERT, _pem(ca.issuing_cert))
+    chosen = DEVELOPMENT if development else PRODUCTION
+    write_public(directory / PROFILE, json.dumps({"v": 1, "profile": chosen}).encode() + b"\n")
+
+
+def load_profile(directory: Path) -> str:
+    """PRODUCTION or DEVELOPMENT."""
+    path = directory / PROFILE
+    if not path.exists():
+        return PRODUCTION
+    try:
+        value = json.loads(read_bytes(path, "CA profile"))["profile"]
+    except (ValueError, TypeError, KeyError):
+        value = None
+    if value not in (PRODUCTION, DEVELOPMENT):
+        raise KeyError_(f'{path}: expected {{"v": 1, "profile": "production" or "development"}}, found something else')
+    return value
 
 
 def load(directory: Path, passphrase: bytes) -> CertificateAuthority:
@@ -53,6 +81,10 @@ def load(directory: Path, passphrase: bytes) -> CertificateAuthority:
     return CertificateAuthority(
         _load_key(directory / ROOT_KEY, passphrase, root_cert), root_cert, issuing_key, issuing_cert
     )
+
+
+def load_root_cert(directory: Path) -> x509.Certificate:
+    return _load_certificate(directory / ROOT_CERT)
 
 
 def load_issuer(directory: Path, passphrase: bytes) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:

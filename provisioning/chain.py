@@ -15,10 +15,14 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from agent.keys.signer import key_id
-from agent.trust.certs import ChainError, check_issued, is_ca
+from agent.trust.certs import ChainError, check_issued, device_id_of, is_ca
 
 # rfc4514_string() knows no short name for serialNumber and would print "2.5.4.5".
 _NAMES = {NameOID.SERIAL_NUMBER: "serialNumber"}
+
+
+def rfc4514(name: x509.Name) -> str:
+    return name.rfc4514_string(_NAMES)
 
 
 def describe_chain(certs: list[x509.Certificate]) -> list[str]:
@@ -26,8 +30,8 @@ def describe_chain(certs: list[x509.Certificate]) -> list[str]:
     lines = []
     for index, cert in enumerate(certs):
         lines += [
-            f"certificate {index}: {cert.subject.rfc4514_string(_NAMES)}",
-            f"  issuer:  {cert.issuer.rfc4514_string(_NAMES)}",
+            f"certificate {index}: {rfc4514(cert.subject)}",
+            f"  issuer:  {rfc4514(cert.issuer)}",
             f"  valid:   {_iso(cert.not_valid_before_utc)} .. {_iso(cert.not_valid_after_utc)}",
             f"  serial:  {cert.serial_number:x}",
             f"  CA:      {'yes' if is_ca(cert) else 'no'}",
@@ -35,6 +39,21 @@ def describe_chain(certs: list[x509.Certificate]) -> list[str]:
             f"  sha256:  {cert.fingerprint(hashes.SHA256()).hex()}",
         ]
     return lines
+
+
+def summarize(cert: x509.Certificate) -> dict[str, object]:
+    """One certificate for `inspect --json`; the keys are a stable contract."""
+    return {
+        "subject": rfc4514(cert.subject),
+        "issuer": rfc4514(cert.issuer),
+        "serial": f"{cert.serial_number:x}",
+        "not_before": _iso(cert.not_valid_before_utc),
+        "not_after": _iso(cert.not_valid_after_utc),
+        "device_id": device_id_of(cert),
+        "ca": is_ca(cert),
+        "kid": _kid(cert),
+        "sha256": cert.fingerprint(hashes.SHA256()).hex(),
+    }
 
 
 def chain_problems(certs: list[x509.Certificate], root: x509.Certificate, *, now: datetime | None = None) -> list[str]:
@@ -57,10 +76,12 @@ def chain_problems(certs: list[x509.Certificate], root: x509.Certificate, *, now
 
 
 def _key_id_hex(cert: x509.Certificate) -> str:
+    return _kid(cert) or f"(not an EC key: {type(cert.public_key()).__name__})"
+
+
+def _kid(cert: x509.Certificate) -> str | None:
     public_key = cert.public_key()
-    if not isinstance(public_key, ec.EllipticCurvePublicKey):
-        return f"(not an EC key: {type(public_key).__name__})"
-    return key_id(public_key).hex()
+    return key_id(public_key).hex() if isinstance(public_key, ec.EllipticCurvePublicKey) else None
 
 
 def _iso(moment: datetime) -> str:

@@ -73,6 +73,48 @@ def write_public(path: Path, data: bytes) -> None:
         raise KeyError_(f"{path}: cannot write: {exc.strerror}") from None
 
 
+def write_public_atomic(path: Path, data: bytes) -> None:
+    """Replace `path` (mode 0644) so that a reader, or a power cut, sees either the old
+    file or the new one, never half of one: what the agent reads at start must be whole."""
+    temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    try:
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(temporary, 0o644)  # the umask may have narrowed it
+        os.replace(temporary, path)
+        _fsync_directory(path.parent)
+    except OSError as exc:
+        _remove_quietly(temporary)
+        raise KeyError_(f"{path}: cannot write: {exc.strerror}") from None
+
+
+def append_synced(path: Path, line: bytes) -> None:
+    """Append one line and fsync it (and the directory, when the file is new): a record
+    that was reported written survives a power cut."""
+    try:
+        created = not path.exists()
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        with os.fdopen(fd, "ab") as f:
+            f.write(line)
+            f.flush()
+            os.fsync(f.fileno())
+        if created:
+            _fsync_directory(path.parent)
+    except OSError as exc:
+        raise KeyError_(f"{path}: cannot append: {exc.strerror}") from None
+
+
+def _fsync_directory(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def _remove_quietly(path: Path) -> None:
     try:
         path.unlink(missing_ok=True)

@@ -1,14 +1,16 @@
-"""Shared helpers: a CA, the CLI run in-process, and byte-level tampering."""
+"""Shared helpers: a CA, the CLI run in-process, byte-level tampering, and TPM vendors."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from provisioning.ca import CertificateAuthority, build_csr, create_ca
 from provisioning.cli import PASSPHRASE_ENV, main
+from provisioning.swtpm import SoftwareTpm, SwtpmFiles, manufacture
 
 PASSPHRASE = "a-long-enough-test-passphrase"
 
@@ -63,3 +65,18 @@ def _tamper(der: bytes, old: bytes, new: bytes) -> bytes:
 def tamper():
     """Change one occurrence of some bytes, keeping the DER well-formed (same length)."""
     return _tamper
+
+
+@pytest.fixture(scope="session")
+def other_vendor_tpm(tmp_path_factory: pytest.TempPathFactory) -> SwtpmFiles:
+    """A second manufactured TPM: its own EKs, certified by another "TPM vendor" CA
+    (same names as the first one's, other keys). Clone it to run it."""
+    return manufacture(tmp_path_factory.mktemp("other-vendor"))
+
+
+@pytest.fixture
+def vendor_bundle(swtpm: SoftwareTpm, tmp_path) -> Path:
+    """The `swtpm` fixture's vendor root and EK-issuing intermediate in one PEM file."""
+    bundle = tmp_path / "tpm-vendor.pem"
+    bundle.write_bytes(swtpm.files.vendor_root_cert.read_bytes() + swtpm.files.ek_issuer_cert.read_bytes())
+    return bundle

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import stat
 
 import pytest
@@ -83,3 +84,33 @@ def test_short_passphrase_is_refused(tmp_path, ca):
     with pytest.raises(UsageError, match="at least 16"):
         ca_store.save(tmp_path, ca, b"short")
     assert not list(tmp_path.iterdir())
+
+
+def test_profile_is_production_unless_development(tmp_path, ca):
+    ca_store.save(tmp_path / "prod", ca, PASSPHRASE)
+    ca_store.save(tmp_path / "dev", ca, PASSPHRASE, development=True)
+    assert ca_store.load_profile(tmp_path / "prod") == ca_store.PRODUCTION
+    assert ca_store.load_profile(tmp_path / "dev") == ca_store.DEVELOPMENT
+    assert json.loads((tmp_path / "dev" / ca_store.PROFILE).read_text()) == {"v": 1, "profile": "development"}
+
+
+def test_a_ca_without_profile_is_production(tmp_path, ca):
+    ca_store.save(tmp_path, ca, PASSPHRASE, development=True)
+    (tmp_path / ca_store.PROFILE).unlink()  # a CA made before profiles, or a replacement cut short
+    assert ca_store.load_profile(tmp_path) == ca_store.PRODUCTION
+
+
+def test_a_damaged_profile_is_refused(tmp_path, ca):
+    ca_store.save(tmp_path, ca, PASSPHRASE)
+    (tmp_path / ca_store.PROFILE).write_text('{"profile": "lenient"}')
+    with pytest.raises(KeyError_, match="profile.json: expected"):
+        ca_store.load_profile(tmp_path)
+
+
+def test_a_failed_replacement_leaves_the_strict_profile(tmp_path, ca):
+    ca_store.save(tmp_path, ca, PASSPHRASE, development=True)
+    (tmp_path / ca_store.ROOT_CERT).unlink()
+    (tmp_path / ca_store.ROOT_CERT).mkdir()  # the new root certificate cannot be written
+    with pytest.raises(KeyError_, match="cannot write"):
+        ca_store.save(tmp_path, create_ca("Other"), PASSPHRASE, force=True)
+    assert ca_store.load_profile(tmp_path) == ca_store.PRODUCTION

@@ -26,7 +26,7 @@ class Factory:
 
 @pytest.fixture
 def factory(tmp_path, run) -> Factory:
-    """The whole factory flow with a software key; each step must succeed."""
+    """The whole factory flow with a software key (so a development CA); each step must succeed."""
     f = Factory(
         tmp_path / "ca",
         tmp_path / "device-key.pem",
@@ -34,7 +34,7 @@ def factory(tmp_path, run) -> Factory:
         tmp_path / "device.pem",
         tmp_path / "device-chain.pem",
     )
-    assert run("ca", "init", "--dir", f.ca_dir, "--org", "Test Factory").code == 0
+    assert run("ca", "init", "--dir", f.ca_dir, "--org", "Test Factory", "--development").code == 0
     assert run("key", "create", "--software", "-o", f.key).code == 0
     assert run("csr", "--key", f.key, "--device-id", "GW-0001", "--model", "EG-200", "-o", f.csr).code == 0
     assert run("ca", "issue", "--dir", f.ca_dir, "--csr", f.csr, "-o", f.cert, "--chain-out", f.chain).code == 0
@@ -180,7 +180,13 @@ def test_bad_device_id_is_bad_usage(factory, run, tmp_path):
         (("bogus",), "invalid choice"),
         (("ca", "init", "--org", "X"), "required: --dir"),
         (("key", "create", "-o", "k.pem"), "--software"),
-        (("inspect",), "required: chain"),
+        (("inspect",), "a chain file (CHAIN) or the TPM key (--tpm)"),
+        (("inspect", "c.pem", "--tpm"), "one of the two"),
+        (("csr", "--tpm", "--key", "k.pem", "--device-id", "GW-1", "-o", "x"), "not allowed with"),
+        (("tpm", "keygen", "--device-id", "GW-1", "--tcti", "/dev/tpm0"), "--tcti: expected device:PATH"),
+        (("tpm", "keygen", "--device-id", "GW-1", "--handle", "0x81010001"), "TCG-reserved RSA EK"),
+        (("tpm", "keygen", "--device-id", "GW-1", "--handle", "eighty"), "--handle: expected an owner persistent"),
+        (("tpm", "keygen", "--device-id", "gw_1"), "--device-id: expected 1-64 letters"),
         (
             ("ca", "issue", "--dir", "d", "--csr", "c", "-o", "o", "--passphrase-file", "f", "--passphrase-env", "V"),
             "not allowed with",
@@ -202,3 +208,13 @@ def test_missing_input_file_exits_2(run, tmp_path):
 def test_help_exits_0(run):
     result = run("key", "create", "--help")
     assert result.code == 0 and "tpm keygen" in result.out
+
+
+@pytest.mark.parametrize(
+    "command",
+    [("tpm", "keygen"), ("tpm", "attest"), ("tpm", "activate"), ("ca", "challenge"), ("install",), ("enroll",)]
+    + [("secret", "seal")],
+)
+def test_every_command_has_help(run, command):
+    result = run(*command, "--help")
+    assert result.code == 0 and "usage: edgeseal-provision" in result.out
