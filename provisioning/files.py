@@ -44,11 +44,7 @@ def write_private(path: Path, data: bytes, *, overwrite: bool = False) -> None:
     """
     target = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp") if overwrite else path
     try:
-        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+        _write_new_file(target, data, 0o600)
         if overwrite:
             os.replace(target, path)
     except FileExistsError:
@@ -78,11 +74,7 @@ def write_public_atomic(path: Path, data: bytes) -> None:
     file or the new one, never half of one: what the agent reads at start must be whole."""
     temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
     try:
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+        _write_new_file(temporary, data, 0o644)
         os.chmod(temporary, 0o644)  # the umask may have narrowed it
         os.replace(temporary, path)
         _fsync_directory(path.parent)
@@ -113,6 +105,15 @@ def _fsync_directory(directory: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _write_new_file(path: Path, data: bytes, mode: int) -> None:
+    """Create `path`, which must not exist, holding `data` on disk (fsync'd)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def _remove_quietly(path: Path) -> None:

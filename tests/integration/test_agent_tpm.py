@@ -12,36 +12,14 @@ from agent.errors import KeyError_
 from provisioning.devca import make_demo_identity
 from provisioning.swtpm import SoftwareTpm
 from tests.agent_harness import SIMULATED, export_and_verify, run_for
-from tests.tpm_identity import HANDLE, tpm_identity
+from tests.tpm_identity import tpm_agent_config, tpm_identity
 
 DEVICE = "tpm-gateway-1"
 
 
-def _config(directory: Path, tpm: SoftwareTpm) -> Path:
-    path = directory / "edgeseal.yaml"
-    path.write_text(
-        f"""device:
-  id: {DEVICE}
-identity:
-  signer: tpm
-  tpm: {{tcti: "{tpm.tcti}", handle: 0x{HANDLE:08x}}}
-  cert_chain: device-chain.pem
-sources:
-{SIMULATED}
-seal:
-  interval: 100ms
-  checkpoint_every: 3
-  checkpoint_interval: 500ms
-buffer:
-  dir: state
-"""
-    )
-    return path
-
-
 def test_the_agent_seals_with_the_tpm_key_and_the_bundle_verifies(swtpm: SoftwareTpm, tmp_path: Path) -> None:
     tpm_identity(swtpm, tmp_path, DEVICE)
-    config_path = _config(tmp_path, swtpm)
+    config_path = tpm_agent_config(tmp_path, swtpm, DEVICE, SIMULATED)
     stats = run_for(load_config(config_path), 1.5)
     assert stats.seals >= 5
     report, _ = export_and_verify(config_path)
@@ -55,5 +33,5 @@ def test_the_agent_refuses_to_start_when_the_certificate_is_not_for_the_tpm_key(
     tpm_identity(swtpm, tmp_path / "tpm", DEVICE)
     make_demo_identity(tmp_path, DEVICE)  # a software key's chain where the config looks
     with pytest.raises(KeyError_, match="not for the key at TPM handle"):
-        run_for(load_config(_config(tmp_path, swtpm)), 0.5)
+        run_for(load_config(tpm_agent_config(tmp_path, swtpm, DEVICE, SIMULATED)), 0.5)
     assert not (tmp_path / "state").exists()  # refused before opening the buffer

@@ -2,27 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import io
-from pathlib import Path
 
 import pytest
 
-from agent.keys.secrets import unseal_secret
-from agent.keys.tpm.tcti import parse_tcti
-from agent.keys.tpm.worker import TpmWorker
-from provisioning.swtpm import SoftwareTpm
-
-
-def _unsealed(tpm: SoftwareTpm, directory: Path, name: str) -> bytes:
-    async def main() -> bytes:
-        worker = TpmWorker(parse_tcti(tpm.tcti))
-        try:
-            return await unseal_secret(worker, directory, name)
-        finally:
-            await worker.close()
-
-    return asyncio.run(main())
+from tests.tpm_identity import unsealed
 
 
 def test_seals_what_stdin_gives_without_its_newline(run, swtpm, tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
@@ -30,7 +14,7 @@ def test_seals_what_stdin_gives_without_its_newline(run, swtpm, tmp_path, monkey
     result = run("secret", "seal", "mqtt-password", "--dir", tmp_path, "--tcti", swtpm.tcti)
     assert result.code == 0, result.err
     assert "sealed secret 'mqtt-password'" in result.out
-    assert _unsealed(swtpm, tmp_path, "mqtt-password") == b"broker-password"
+    assert unsealed(swtpm, tmp_path, "mqtt-password") == b"broker-password"
 
 
 def test_seals_an_environment_variable(run, swtpm, tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
@@ -39,7 +23,7 @@ def test_seals_an_environment_variable(run, swtpm, tmp_path, monkeypatch) -> Non
     assert run(*args).code == 0
     assert run(*args).code == 2  # exists: --force needed
     assert run(*args, "--force").code == 0
-    assert _unsealed(swtpm, tmp_path, "chain") == b"keystore-passphrase"
+    assert unsealed(swtpm, tmp_path, "chain") == b"keystore-passphrase"
 
 
 @pytest.mark.parametrize(

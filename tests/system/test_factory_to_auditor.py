@@ -13,26 +13,9 @@ from agent.config import load_config
 from provisioning import cli as provision
 from provisioning.swtpm import SoftwareTpm
 from tests.agent_harness import SIMULATED, run_for
+from tests.tpm_identity import tpm_agent_config
 
 DEVICE = "GW-0042"
-
-
-def _config(directory: Path, tpm: SoftwareTpm) -> Path:
-    path = directory / "edgeseal.yaml"
-    path.write_text(
-        f"""device:
-  id: {DEVICE}
-identity:
-  signer: tpm
-  tpm: {{tcti: "{tpm.tcti}"}}
-  cert_chain: device-chain.pem
-sources:
-{SIMULATED}
-seal: {{interval: 100ms, checkpoint_every: 3, checkpoint_interval: 500ms}}
-buffer: {{dir: state}}
-"""
-    )
-    return path
 
 
 def test_factory_enrollment_to_a_verified_export(
@@ -47,7 +30,7 @@ def test_factory_enrollment_to_a_verified_export(
     enroll = ["enroll", "--device-id", DEVICE, "--model", "EG-200", "--ca-dir", str(ca), "--tpm-ca", str(vendor)]
     assert provision.main([*enroll, "--dest", str(box), "--tcti", swtpm.tcti]) == 0
 
-    config_path = _config(box, swtpm)
+    config_path = tpm_agent_config(box, swtpm, DEVICE, SIMULATED)
     stats = run_for(load_config(config_path), 1.5)
     assert stats.seals >= 3
     bundle = tmp_path / "bundle.cbor"
