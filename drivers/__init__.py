@@ -11,6 +11,7 @@ from typing import Any
 
 SOURCE_TYPES: dict[str, str] = {
     "simulator": "drivers.simulator",
+    "modbus": "drivers.modbus",
 }
 
 

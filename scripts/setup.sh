@@ -13,8 +13,9 @@ fi
 # chatter goes to a log, shown only when an install fails
 log=.venv/install.log
 
-# Debian packages: swtpm for the software TPM; tpm2-pytss compiles against libtss2 from source
-system_packages="swtpm swtpm-tools libtss2-dev pkg-config gcc python3-dev"
+# Debian packages: swtpm for the software TPM; tpm2-pytss compiles against libtss2 from source;
+# socat and mbpoll for the Modbus tests (RTU over a pseudo-terminal pair; an independent client)
+system_packages="swtpm swtpm-tools libtss2-dev pkg-config gcc python3-dev socat mbpoll"
 
 install_system_packages() {
   command -v dpkg-query >/dev/null \

@@ -9,8 +9,9 @@ from collections.abc import Iterator
 
 import pytest
 
-# the software TPM fixtures (swtpm_template, swtpm), for every test directory
-pytest_plugins = ["tpm_fixtures"]
+# the software TPM fixtures (swtpm_template, swtpm) and the Modbus test servers
+# (modbus_servers), for every test directory
+pytest_plugins = ["tpm_fixtures", "modbus_servers"]
 
 
 @pytest.fixture(autouse=True)

@@ -88,11 +88,11 @@ def describe(declared: Any, metadata: list[Any]) -> str:
     words = next((m.text for m in metadata if isinstance(m, Expected)), None)
     if words:
         return words
+    declared = bare(declared)  # an optional choice reads as its options
     if get_origin(declared) is Literal:
         return "one of " + ", ".join(str(option) for option in get_args(declared))
     if get_origin(declared) is list:
         return "a list of mappings" if _is_model(bare(get_args(declared)[0])) else "a list"
-    declared = bare(declared)
     if declared in (int, float):
         return ("an integer" if declared is int else "a number") + _bounds(metadata)
     simple = {str: "text", bool: "true or false"}

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+import drivers
 from agent.config import load_config
 
 ROOT = Path(__file__).parents[2]
@@ -15,6 +16,10 @@ SAMPLES = sorted(ROOT.glob("drivers/*/sample.yaml"))
 
 def test_the_simulator_has_a_sample() -> None:
     assert ROOT / "drivers/simulator/sample.yaml" in SAMPLES
+
+
+def test_every_source_type_has_a_sample() -> None:
+    assert {sample.parent.name for sample in SAMPLES} >= set(drivers.SOURCE_TYPES)
 
 
 @pytest.mark.parametrize("sample", SAMPLES, ids=lambda p: p.parent.name)

@@ -12,6 +12,7 @@ import pytest
 import yaml
 from pydantic import BaseModel
 
+import drivers.modbus.config as modbus
 import drivers.simulator.config as simulator
 from agent.config import (
     BufferConfig,
@@ -105,11 +106,16 @@ def test_every_field_has_a_description() -> None:
 
 AGENT_MODELS = [Config, DeviceConfig, IdentityConfig, SealConfig, BufferConfig]
 SIMULATOR_MODELS = [simulator.SourceConfig, simulator.SimTag, simulator.Fault, simulator.Generate]
+MODBUS_MODELS = [modbus.SourceConfig, modbus.SerialConfig, modbus.ModbusDevice, modbus.ModbusTag]
 
 
 @pytest.mark.parametrize(
     ("doc", "models"),
-    [("docs/configuration.md", AGENT_MODELS), ("drivers/simulator/README.md", SIMULATOR_MODELS)],
+    [
+        ("docs/configuration.md", AGENT_MODELS),
+        ("drivers/simulator/README.md", SIMULATOR_MODELS),
+        ("drivers/modbus/README.md", MODBUS_MODELS),
+    ],
 )
 def test_every_field_is_documented(doc: str, models: list[type[BaseModel]]) -> None:
     text = (ROOT / doc).read_text(encoding="utf-8")
