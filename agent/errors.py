@@ -9,7 +9,8 @@
     ├── SigningError               a signature failed for now (e.g. a busy TPM): retried
     ├── BufferError_               the state directory / database cannot be used
     ├── InvalidBundle              input is not a usable bundle (malformed, truncated)
-    └── VerificationFailed         exit 1: well-formed data that does not verify
+    ├── VerificationFailed         exit 1: well-formed data that does not verify
+    └── DeviceFailed               exit 1: a probed device answered badly or not at all
 
 "Input is malformed" (exit 2) is kept apart from "verification failed" (exit 1),
 as the design contract's exit codes demand. The CLI catches `EdgesealError` once and
@@ -88,4 +89,8 @@ class InvalidBundle(EdgesealError):
 
 
 class VerificationFailed(EdgesealError):
+    exit_code = 1
+
+
+class DeviceFailed(EdgesealError):
     exit_code = 1

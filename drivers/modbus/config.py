@@ -243,6 +243,7 @@ class SourceConfig(StrictModel):
 
 
 def unit_problem(unit: int, endpoint: Endpoint) -> str | None:
+    """What is wrong with unit id `unit` on `endpoint`, or None (also used by the probe)."""
     if endpoint.rtu_framing and not 1 <= unit <= 247:
         return (
             f"expected a unit 1..247 with {endpoint.scheme}:// (0 is broadcast, which no device answers), found {unit}"
