@@ -143,6 +143,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.exit_code
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        return _reader_went_away()
+
+
+def _reader_went_away() -> int:
+    """`edgeseal … | head`: the reader closed the pipe early. Not an error worth a
+    traceback; stdout is pointed at /dev/null so the flush at exit cannot fail again."""
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return 141  # what a shell reports for a process ended by SIGPIPE
 
 
 def _run(args: argparse.Namespace) -> int:
