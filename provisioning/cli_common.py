@@ -64,13 +64,17 @@ def device_id_value(text: str) -> str:
     return text
 
 
-def add_tpm_options(parser: argparse.ArgumentParser) -> None:
+def add_tcti_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--tcti",
         type=tcti_value,
         default=parse_tcti(DEFAULT_TCTI),
         help=f"how to reach the TPM (default {DEFAULT_TCTI})",
     )
+
+
+def add_tpm_options(parser: argparse.ArgumentParser) -> None:
+    add_tcti_option(parser)
     parser.add_argument(
         "--handle",
         type=handle_value,

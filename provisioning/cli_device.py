@@ -13,6 +13,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from agent.errors import UsageError, VerificationFailed
 from agent.keys.software import load_certificate_chain, load_key_file
+from agent.keys.tpm.esys import connected
 from agent.keys.tpm.signer import read_device_key
 from agent.trust.certs import key_id
 from provisioning.ca import build_csr
@@ -20,7 +21,7 @@ from provisioning.chain import chain_problems, describe_chain, summarize
 from provisioning.cli_common import add_tpm_options, load_root
 from provisioning.files import write_device_key, write_public
 from provisioning.install import check_chain, config_snippet, install_chain
-from provisioning.tpm_identity import connected, describe_key, device_public_key, make_csr
+from provisioning.tpm_identity import describe_key, device_public_key, make_csr
 
 
 def _key_create(args: argparse.Namespace) -> int:

@@ -5,11 +5,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from agent.keys.tpm.esys import connected
 from agent.trust.certs import key_id
 from provisioning import evidence
 from provisioning.cli_common import add_tpm_options, device_id_value, load_csr
 from provisioning.files import read_bytes, write_private, write_public
-from provisioning.tpm_identity import activate, connected, device_public_key, gather_evidence, keygen
+from provisioning.tpm_identity import activate, device_public_key, gather_evidence, keygen
 
 
 def _keygen(args: argparse.Namespace) -> int:

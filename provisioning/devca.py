@@ -74,8 +74,7 @@ def make_demo_tpm_identity(
     """
     directory = Path(directory)
     identity = DemoIdentity(None, directory / "device-chain.pem", directory / "ca.pem")
-    esapi = esys.open_context(tcti)
-    try:
+    with esys.connected(tcti) as esapi:
         public, _ = esys.create_identity_key(esapi, handle, device_id, force=False)
         if identity.chain_path.exists() and identity.ca_path.exists():
             chain = load_certificate_chain(identity.chain_path)
@@ -86,8 +85,6 @@ def make_demo_tpm_identity(
             csr = build_csr(tpm_ecc_private_key(esapi, key), device_id, model, organization=DEMO_DEVICE_ORGANIZATION)
         finally:
             esapi.tr_close(key)
-    finally:
-        esapi.close()
     ca = create_ca(DEMO_CA_ORGANIZATION, common_name_prefix="edgeseal demo")
     ca_store.save(directory / "demo-ca", ca, secrets.token_urlsafe(32).encode(), force=True)
     device_cert = issue_device_certificate(ca, csr)

@@ -21,13 +21,14 @@ from tpm2_pytss import ESAPI
 
 from agent.errors import KeyError_
 from agent.keys.software import load_certificate_chain
+from agent.keys.tpm.esys import connected
 from agent.keys.tpm.tcti import Tcti
 from agent.trust.certs import device_id_of, key_id
 from provisioning import ca_store, evidence, issuance, issuance_log
 from provisioning.chain import chain_problems
 from provisioning.files import AlreadyExists, write_private, write_public
 from provisioning.install import CHAIN_FILE, check_chain, install_chain
-from provisioning.tpm_identity import activate, connected, device_public_key, gather_evidence, keygen, make_csr
+from provisioning.tpm_identity import activate, device_public_key, gather_evidence, keygen, make_csr
 
 
 @dataclass(frozen=True)

@@ -13,8 +13,8 @@ from pathlib import Path
 
 from agent.errors import UsageError
 from agent.keys.secrets import SECRET_NAME_RULE, seal_secret
-from agent.keys.tpm import esys
-from agent.keys.tpm.tcti import parse_tcti
+from agent.keys.tpm.esys import connected
+from provisioning.cli_common import add_tcti_option
 
 DEFAULT_DIR = Path("/etc/edgeseal/secrets")
 MAX_SECRET = 128  # what a TPM seals as one object (MAX_SYM_DATA)
@@ -34,22 +34,15 @@ def add_secret_commands(commands: argparse._SubParsersAction, leaf: argparse.Arg
     seal.add_argument("name", help=f"secret name: {SECRET_NAME_RULE}")
     seal.add_argument("--dir", type=Path, default=DEFAULT_DIR, help=f"secrets folder (default {DEFAULT_DIR})")
     seal.add_argument("--from-env", metavar="VAR", help="read the secret from this environment variable instead")
-    seal.add_argument("--tcti", default="device:/dev/tpmrm0", help="how to reach the TPM (default device:/dev/tpmrm0)")
+    add_tcti_option(seal)
     seal.add_argument("--force", action="store_true", help="replace an existing secret of that name")
     seal.set_defaults(handler=_seal)
 
 
 def _seal(args: argparse.Namespace) -> int:
     value = _secret_value(args.from_env)
-    try:
-        tcti = parse_tcti(args.tcti)
-    except ValueError as exc:
-        raise UsageError(f"--tcti: expected {exc}, found {args.tcti!r}") from None
-    esapi = esys.open_context(tcti)
-    try:
+    with connected(args.tcti) as esapi:
         path = seal_secret(esapi, args.dir, args.name, value, force=args.force)
-    finally:
-        esapi.close()
     print(f"sealed secret {args.name!r} to this TPM: {path} ({len(value)} bytes)")
     return 0
 

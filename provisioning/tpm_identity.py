@@ -8,8 +8,6 @@ object handles opened here are closed in `finally`.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 from cryptography import x509
@@ -21,7 +19,6 @@ from tpm2_pytss.cryptography import public_to_key, tpm_ecc_private_key
 from agent.errors import TpmError, VerificationFailed
 from agent.keys.tpm import esys
 from agent.keys.tpm.signer import read_device_key
-from agent.keys.tpm.tcti import Tcti
 from agent.keys.tpm.templates import key_problems
 from agent.trust.certs import key_id
 from provisioning.attestation import csr_der
@@ -31,15 +28,6 @@ from provisioning.files import AlreadyExists
 
 # Together they mean the private key was made inside this TPM and can never leave it.
 NON_EXPORTABLE = TPMA_OBJECT.FIXEDTPM | TPMA_OBJECT.FIXEDPARENT | TPMA_OBJECT.SENSITIVEDATAORIGIN
-
-
-@contextmanager
-def connected(tcti: Tcti) -> Iterator[ESAPI]:
-    esapi = esys.open_context(tcti)
-    try:
-        yield esapi
-    finally:
-        esapi.close()
 
 
 def keygen(esapi: ESAPI, handle: int, device_id: str, *, force: bool) -> tuple[TPMT_PUBLIC, bool]:

@@ -17,11 +17,8 @@ from tests.tpm_identity import unsealed
 
 
 def _seal(tpm: SoftwareTpm, directory: Path, name: str, value: bytes, force: bool = False) -> Path:
-    esapi = esys.open_context(parse_tcti(tpm.tcti))
-    try:
+    with esys.connected(parse_tcti(tpm.tcti)) as esapi:
         return seal_secret(esapi, directory, name, value, force=force)
-    finally:
-        esapi.close()
 
 
 def test_a_sealed_secret_opens_on_its_tpm_and_the_file_holds_no_plaintext(swtpm: SoftwareTpm, tmp_path: Path) -> None:

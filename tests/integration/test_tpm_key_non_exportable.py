@@ -28,9 +28,10 @@ from tpm2_pytss import (
 
 from agent.config.model import DEFAULT_HANDLE
 from agent.keys.tpm import esys, templates
+from agent.keys.tpm.esys import connected
 from agent.keys.tpm.tcti import parse_tcti
 from provisioning.swtpm import SoftwareTpm
-from provisioning.tpm_identity import NON_EXPORTABLE, connected, keygen
+from provisioning.tpm_identity import NON_EXPORTABLE, keygen
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
-from tpm2_pytss import TPM2_CAP, TPM2_HC
+from tpm2_pytss import ESAPI, TPM2_CAP, TPM2_HC
 
 from agent.errors import KeyError_, SigningError, TpmError, TpmUnreachable
 from agent.keys.tpm import esys
@@ -94,11 +94,8 @@ def test_a_key_replaced_underneath_the_agent_is_refused(swtpm: SoftwareTpm, tmp_
     async def main() -> None:
         signer = await TpmSigner.open(parse_tcti(swtpm.tcti), HANDLE, identity.chain_path)
         try:
-            esapi = esys.open_context(parse_tcti(swtpm.tcti))
-            try:
+            with esys.connected(parse_tcti(swtpm.tcti)) as esapi:
                 esys.create_identity_key(esapi, HANDLE, "another-device", force=True)
-            finally:
-                esapi.close()
             with pytest.raises(TpmError, match="changed while the agent ran") as raised:
                 await signer.sign_digest(bytes(32))
             assert not isinstance(raised.value, SigningError)  # not retried: it ends the agent
@@ -120,23 +117,19 @@ def test_no_transient_object_or_session_is_left_in_the_tpm(swtpm: SoftwareTpm, t
             await signer.close()
 
     asyncio.run(main())
-    esapi = esys.open_context(parse_tcti(swtpm.tcti))
-    try:
+    with esys.connected(parse_tcti(swtpm.tcti)) as esapi:
         key, _ = esys.open_persistent(esapi, HANDLE)
         esys.certify(esapi, key, b"nonce")
         esys.unseal(esapi, *esys.seal(esapi, b"secret"))
         for kind in (TPM2_HC.HR_TRANSIENT, TPM2_HC.HR_HMAC_SESSION, TPM2_HC.HR_POLICY_SESSION):
             _, data = esapi.get_capability(TPM2_CAP.HANDLES, kind, 16)
             assert list(data.data.handles) == [], f"left in the TPM: {list(data.data.handles)}"
-    finally:
-        esapi.close()
 
 
 def test_a_dictionary_attack_lockout_is_retried_with_a_clear_message(swtpm: SoftwareTpm, tmp_path: Path) -> None:
     identity = tpm_identity(swtpm, tmp_path, DEVICE)
-    esapi = esys.open_context(parse_tcti(swtpm.tcti))
 
-    def lock_out() -> None:  # wrong passwords on the device key until the TPM locks out
+    def lock_out(esapi: ESAPI) -> None:  # wrong passwords on the device key until the TPM locks out
         esapi.dictionary_attack_parameters(2, 1000, 1000)
         key, _ = esys.open_persistent(esapi, HANDLE)
         esapi.tr_set_auth(key, b"wrong")
@@ -145,10 +138,10 @@ def test_a_dictionary_attack_lockout_is_retried_with_a_clear_message(swtpm: Soft
                 esys.sign_digest(esapi, key, bytes(32))
         esapi.tr_close(key)
 
-    async def main() -> None:
+    async def main(esapi: ESAPI) -> None:
         signer = await TpmSigner.open(parse_tcti(swtpm.tcti), HANDLE, identity.chain_path)
         try:
-            lock_out()
+            lock_out(esapi)
             with pytest.raises(SigningError, match="dictionary-attack lockout"):
                 await signer.sign_digest(bytes(32))
             esapi.dictionary_attack_lock_reset()
@@ -156,7 +149,5 @@ def test_a_dictionary_attack_lockout_is_retried_with_a_clear_message(swtpm: Soft
         finally:
             await signer.close()
 
-    try:
-        asyncio.run(main())
-    finally:
-        esapi.close()
+    with esys.connected(parse_tcti(swtpm.tcti)) as esapi:
+        asyncio.run(main(esapi))

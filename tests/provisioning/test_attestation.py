@@ -17,12 +17,13 @@ from cryptography.x509.oid import NameOID
 from tpm2_pytss import TPMA_OBJECT, TPMS_ATTEST, TPMT_PUBLIC, TPMT_SIGNATURE
 
 from agent.config.model import DEFAULT_HANDLE
+from agent.keys.tpm.esys import connected
 from agent.keys.tpm.tcti import parse_tcti
 from provisioning.attestation import EvidenceRejected, verify_evidence
 from provisioning.ca import build_csr
 from provisioning.evidence import Evidence, MalformedEnrollmentFile
 from provisioning.swtpm import SoftwareTpm, SwtpmFiles, clone
-from provisioning.tpm_identity import connected, gather_evidence, keygen, make_csr
+from provisioning.tpm_identity import gather_evidence, keygen, make_csr
 
 
 @dataclass(frozen=True)

@@ -89,6 +89,16 @@ def open_context(tcti: Tcti) -> ESAPI:
         return ESAPI(str(tcti))
 
 
+@contextmanager
+def connected(tcti: Tcti) -> Iterator[ESAPI]:
+    """An ESAPI context for the length of a `with` block, closed whatever happens."""
+    esapi = open_context(tcti)
+    try:
+        yield esapi
+    finally:
+        esapi.close()
+
+
 def _busy_retried(command: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
     """Resend a command the TPM answered with RETRY/YIELDED/TESTING, a few times."""
     for attempt in range(BUSY_RETRIES):
