@@ -19,7 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import certificates
 import pytest
+from certificates import DEVICE_USAGE, NO_USAGE
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -37,21 +39,6 @@ from provisioning.files import write_device_key, write_public
 DEVICE = "GW-CERT-1"
 NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)
 DAY = dt.timedelta(days=1)
-NO_USAGE = dict.fromkeys(
-    (
-        "digital_signature",
-        "content_commitment",
-        "key_encipherment",
-        "data_encipherment",
-        "key_agreement",
-        "key_cert_sign",
-        "crl_sign",
-        "encipher_only",
-        "decipher_only",
-    ),
-    False,
-)
-DEVICE_USAGE = {**NO_USAGE, "digital_signature": True}
 
 
 # -- running the command ---------------------------------------------------------------
@@ -121,24 +108,8 @@ def device_certificate(
     not_before: dt.datetime = NOW - DAY,
     not_after: dt.datetime = NOW + 365 * DAY,
 ) -> x509.Certificate:
-    """A device certificate of the provisioning profile, with `usage` (None: no keyUsage
-    extension) and the validity given."""
-    name = x509.Name(
-        [x509.NameAttribute(NameOID.SERIAL_NUMBER, DEVICE), x509.NameAttribute(NameOID.COMMON_NAME, DEVICE)]
-    )
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(ca.issuing_cert.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(not_before)
-        .not_valid_after(not_after)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-    )
-    if usage is not None:
-        builder = builder.add_extension(x509.KeyUsage(**usage), critical=True)
-    return builder.sign(ca.issuing_key, hashes.SHA256())
+    """This file's device, valid from yesterday for a year unless told otherwise."""
+    return certificates.device_certificate(ca, key, DEVICE, usage=usage, not_before=not_before, not_after=not_after)
 
 
 def pem(cert: x509.Certificate) -> bytes:

@@ -2,13 +2,13 @@ import datetime as dt
 from pathlib import Path
 
 import pytest
+from certificates import DEVICE_USAGE, NO_USAGE, device_certificate
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from agent.trust.certs import ChainError, _content_start, _der_element, parse_der_chain, verify_chain
-from provisioning.ca import build_csr, create_ca, issue_device_certificate
+from provisioning.ca import CertificateAuthority, build_csr, create_ca, issue_device_certificate
 
 
 def _der(cert: x509.Certificate) -> bytes:
@@ -78,13 +78,6 @@ def test_an_expired_certificate_says_when_it_expired(ca) -> None:  # type: ignor
     )
 
 
-NO_USAGE = dict.fromkeys(
-    ["digital_signature", "content_commitment", "key_encipherment", "data_encipherment", "key_agreement"]
-    + ["key_cert_sign", "crl_sign", "encipher_only", "decipher_only"],
-    False,
-)
-
-DEVICE_USAGE = {**NO_USAGE, "digital_signature": True}
 USAGE = "the device certificate's keyUsage"
 KEY_USAGES = {
     "none": (None, "the device certificate has no keyUsage extension: it must allow digitalSignature"),
@@ -120,7 +113,7 @@ def test_digital_signature_with_other_end_entity_usages_is_accepted(ca) -> None:
 
 
 def _device_certificate(
-    ca,  # type: ignore[no-untyped-def]
+    ca: CertificateAuthority,
     key: ec.EllipticCurvePrivateKey,
     *,
     usage: dict[str, bool] | None = None,
@@ -128,20 +121,5 @@ def _device_certificate(
 ) -> x509.Certificate:
     """Device "GW-10" as provisioning would issue it, but with `usage` (None: no keyUsage)
     and `not_after` (default: the profile's, the issuing CA's)."""
-    device = "GW-10"
-    name = x509.Name(
-        [x509.NameAttribute(NameOID.SERIAL_NUMBER, device), x509.NameAttribute(NameOID.COMMON_NAME, device)]
-    )
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(ca.issuing_cert.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(ca.issuing_cert.not_valid_before_utc)
-        .not_valid_after(not_after or ca.issuing_cert.not_valid_after_utc)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-    )
-    if usage is not None:
-        builder = builder.add_extension(x509.KeyUsage(**usage), critical=True)
-    return builder.sign(ca.issuing_key, hashes.SHA256())
+    start, end = ca.issuing_cert.not_valid_before_utc, not_after or ca.issuing_cert.not_valid_after_utc
+    return device_certificate(ca, key, "GW-10", usage=usage, not_before=start, not_after=end)
