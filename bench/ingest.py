@@ -33,6 +33,7 @@ from cryptography.hazmat.primitives.asymmetric import ec  # noqa: E402
 from agent.buffer.store import Buffer  # noqa: E402
 from agent.keys.signer import Signer  # noqa: E402
 from agent.keys.software import SoftwareSigner  # noqa: E402
+from agent.keys.tpm.handles import DEFAULT_HANDLE  # noqa: E402
 from agent.keys.tpm.signer import TpmSigner  # noqa: E402
 from agent.keys.tpm.tcti import parse_tcti  # noqa: E402
 from agent.sealer import Sealer  # noqa: E402
@@ -43,8 +44,6 @@ from drivers.simulator.config import SourceConfig  # noqa: E402
 from drivers.simulator.driver import SimulatorDriver  # noqa: E402
 from provisioning.devca import make_demo_tpm_identity  # noqa: E402
 from provisioning.swtpm import SoftwareTpm, manufacture  # noqa: E402
-
-HANDLE = 0x81020001
 
 
 class HardwarePaced:
@@ -158,8 +157,8 @@ def source_baseline(tags: int, seconds: float) -> tuple[int, float]:
 
 
 async def open_tpm_signer(tpm: SoftwareTpm, directory: Path) -> TpmSigner:
-    identity = make_demo_tpm_identity(directory, "bench", parse_tcti(tpm.tcti), HANDLE)
-    return await TpmSigner.open(parse_tcti(tpm.tcti), HANDLE, identity.chain_path)
+    identity = make_demo_tpm_identity(directory, "bench", parse_tcti(tpm.tcti), DEFAULT_HANDLE)
+    return await TpmSigner.open(parse_tcti(tpm.tcti), DEFAULT_HANDLE, identity.chain_path)
 
 
 async def signatures_per_second(tpm: SoftwareTpm, directory: Path, count: int = 500) -> float:

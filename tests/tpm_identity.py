@@ -7,12 +7,13 @@ import asyncio
 from pathlib import Path
 
 from agent.keys.secrets import unseal_secret
+from agent.keys.tpm.handles import DEFAULT_HANDLE
 from agent.keys.tpm.tcti import parse_tcti
 from agent.keys.tpm.worker import TpmWorker
 from provisioning.devca import DemoIdentity, make_demo_tpm_identity
 from provisioning.swtpm import SoftwareTpm
 
-HANDLE = 0x81020001
+HANDLE = DEFAULT_HANDLE
 
 
 def tpm_identity(tpm: SoftwareTpm, directory: Path, device_id: str) -> DemoIdentity:
