@@ -64,6 +64,11 @@ class Matching(Expected):
         return {**handler(schema), "pattern": f"^{self.regex}$"}
 
 
+# Names every source model shares: a source's name, and the tag names written into readings.
+SourceName = Annotated[str, Matching("1-64 characters of letters, digits and . _ -", r"[A-Za-z0-9._-]{1,64}")]
+TagName = Annotated[str, Matching("1-128 characters without spaces", r"\S{1,128}")]
+
+
 # Durations: "250ms", "1.5s", "2m", "1h", "1d" or a bare number of seconds.
 DURATION_TEXT = "a duration like 500ms, 2s or 5m"
 _DURATION = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h|d)?")
@@ -123,3 +128,12 @@ class DefinesTags(Protocol):
     Sources without this method are read from their `tags` list's `name`s."""
 
     def tag_names(self) -> Iterable[tuple[SubPath, str]]: ...
+
+
+@runtime_checkable
+class AgentWide(Protocol):
+    """A source model with settings that are one per agent, not one per source (e.g. the
+    OPC UA client's application URI: the gateway has one client certificate). Each comes
+    as (setting, field relative to the source to blame when sources disagree, value)."""
+
+    def agent_wide(self) -> Iterable[tuple[str, SubPath, object]]: ...

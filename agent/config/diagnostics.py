@@ -13,7 +13,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from agent.config.document import Document, Path, format_path
-from agent.config.fields import bare, child, describe, known_keys, type_at, union_tags
+from agent.config.fields import bare, child, describe, discriminator, known_keys, type_at, union_tags
 from agent.config.wording import show
 from agent.errors import Problem
 from drivers.config_types import EXPECTED, FINDINGS
@@ -68,7 +68,11 @@ def _data_path(loc: tuple[Any, ...], data: Any) -> Path:
     path: list[Any] = []
     node = data
     for step in loc:
-        if isinstance(node, dict) and step not in node and step == node.get("type"):
+        if (
+            isinstance(node, dict)
+            and step not in node
+            and step == node.get(discriminator(type_at(tuple(path), data)[0]))
+        ):
             continue
         path.append(step)
         node = child(node, step)
@@ -82,12 +86,12 @@ def _explain(detail: Any, path: Path, data: Any) -> tuple[Path, str, bool]:
         return path, f"required key missing (expected {describe(*type_at(path, data))})", False
     if kind == "extra_forbidden":
         return path, _unknown_key(path, data), True
-    if kind == "union_tag_not_found":
-        tags = ", ".join(union_tags(type_at(path, data)[0]))
-        return path + ("type",), f"required key missing (expected one of {tags})", False
-    if kind == "union_tag_invalid":
-        tags = ", ".join(union_tags(type_at(path, data)[0]))
-        return path + ("type",), f"expected one of {tags}, found {show(ctx['tag'])}", False
+    if kind in ("union_tag_not_found", "union_tag_invalid"):
+        declared = type_at(path, data)[0]
+        at, tags = path + (discriminator(declared),), ", ".join(union_tags(declared))
+        if kind == "union_tag_not_found":
+            return at, f"required key missing (expected one of {tags})", False
+        return at, f"expected one of {tags}, found {show(ctx['tag'])}", False
     return path, _wrong_value(kind, ctx, found, path, data), False
 
 

@@ -1,6 +1,7 @@
 """What the models declare at a place in the data: the type expected there, the keys a
 mapping may have, and both in words. Found by walking the model types alongside the
-data, since the data's `type` picks the member of a tagged union (the kind of source)."""
+data, since the data picks the member of a tagged union (a source's `type`, a tag group's
+`mode`)."""
 
 from __future__ import annotations
 
@@ -54,28 +55,42 @@ def known_keys(path: Path, data: Any) -> list[str]:
 
 
 def bare(declared: Any, data: Any = None) -> Any:
-    """The type without Annotated and None; of a union of models, the member that the
-    data's `type` selects (or the first)."""
+    """The type without Annotated and None; of a tagged union of models, the member that
+    the data's tag (its `type`, or whichever key the union discriminates on) selects,
+    or the first."""
+    key = discriminator(declared)
     while get_origin(declared) is Annotated:
         declared = get_args(declared)[0]
     if get_origin(declared) in (Union, types.UnionType):
         members = [m for m in get_args(declared) if m is not type(None)]
-        tag = data.get("type") if isinstance(data, dict) else None
-        chosen = [m for m in members if tag in union_tags(m)]
+        tag = data.get(key) if isinstance(data, dict) else None
+        chosen = [m for m in members if tag in union_tags(m, key)]
         return bare((chosen or members)[0], data)
     return declared
 
 
-def union_tags(declared: Any) -> list[str]:
-    """The `type` values that a union of source models (or one model) accepts."""
+def discriminator(declared: Any) -> str:
+    """The key whose value picks the member of a tagged union: `type` for sources,
+    or the one its Field(discriminator=...) names."""
+    while get_origin(declared) is Annotated:
+        declared, *metadata = get_args(declared)
+        for item in metadata:
+            if isinstance(getattr(item, "discriminator", None), str):
+                return item.discriminator
+    return "type"
+
+
+def union_tags(declared: Any, key: str | None = None) -> list[str]:
+    """The tag values (e.g. source `type`s) that a tagged union of models, or one model, accepts."""
+    key = key or discriminator(declared)
     while get_origin(declared) is Annotated:
         declared = get_args(declared)[0]
     members = get_args(declared) if get_origin(declared) in (Union, types.UnionType) else (declared,)
     return [
         tag
         for member in members
-        if _is_model(member) and "type" in member.model_fields
-        for tag in get_args(member.model_fields["type"].annotation)
+        if _is_model(member) and key in member.model_fields
+        for tag in get_args(member.model_fields[key].annotation)
     ]
 
 

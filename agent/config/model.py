@@ -13,7 +13,7 @@ from agent.config.document import format_path
 from agent.keys.tpm.handles import DEFAULT_HANDLE, handle_problem
 from agent.keys.tpm.tcti import TCTI_RULE, parse_tcti
 from agent.trust.certs import DEVICE_ID_PATTERN, DEVICE_ID_RULE
-from drivers.config_types import DefinesTags, Duration, Expected, Matching, SubPath, expected, findings
+from drivers.config_types import AgentWide, DefinesTags, Duration, Expected, Matching, SubPath, expected, findings
 
 DeviceId = Annotated[str, Matching(DEVICE_ID_RULE, DEVICE_ID_PATTERN)]
 FilePath = Annotated[str, Expected("a file path")]
@@ -189,6 +189,7 @@ class Config(_Section):
     def _unique_names(cls, sources: list[Any]) -> list[Any]:
         found = _duplicates((((index, "name"), source.name) for index, source in enumerate(sources)), "source name")
         found += _duplicates(_all_tag_names(sources), "tag name")
+        found += _disagreements(sources)
         if found:
             raise findings(found)
         return sources
@@ -202,6 +203,26 @@ def _all_tag_names(sources: list[Any]) -> Iterable[tuple[SubPath, str]]:
             named = ((("tags", n, "name"), tag.name) for n, tag in enumerate(getattr(source, "tags", [])))
         for at, name in named:
             yield (index, *at), name
+
+
+def _disagreements(sources: list[Any]) -> list[tuple[SubPath, str]]:
+    """Agent-wide settings (see AgentWide) that a source sets otherwise than the first."""
+    first: dict[str, tuple[SubPath, object]] = {}
+    found: list[tuple[SubPath, str]] = []
+    for index, source in enumerate(sources):
+        if not isinstance(source, AgentWide):
+            continue
+        for setting, at, value in source.agent_wide():
+            path = (index, *at)
+            if setting not in first:
+                first[setting] = (path, value)
+            elif value != first[setting][1]:
+                earlier, expected_value = first[setting]
+                where = format_path(("sources", *earlier))
+                found.append(
+                    (path, f"expected one {setting} per gateway, {expected_value} as at {where}, found {value}")
+                )
+    return found
 
 
 def _duplicates(named: Iterable[tuple[SubPath, str]], what: str) -> list[tuple[SubPath, str]]:

@@ -18,14 +18,12 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field, model_validator
 
-from drivers.config_types import Duration, Expected, Matching, SubPath, expected, findings, format_duration
+from drivers.config_types import Duration, Expected, SourceName, SubPath, expected, findings, format_duration
 from drivers.modbus.addressing import NOUNS
 from drivers.modbus.endpoint import URL_TEXT, Endpoint, parse_url
 from drivers.modbus.planner import MAX_BIT_GAP, MAX_BITS, MAX_GAP, MAX_REGISTERS, plan
 from drivers.modbus.points import Point, Request
 from drivers.modbus.tags import ModbusTag, Order, StrictModel
-
-SourceName = Annotated[str, Matching("1-64 characters of letters, digits and . _ -", r"[A-Za-z0-9._-]{1,64}")]
 
 
 def _url(value: str) -> str:

@@ -17,11 +17,10 @@ from pydantic import (
     model_validator,
 )
 
-from drivers.config_types import Duration, Expected, Matching, SubPath, expected, findings
+from drivers.config_types import Duration, Expected, SubPath, TagName, expected, findings
 from drivers.modbus.addressing import MODICON, NOUNS, TABLE_SIZE, AddressError, describe, parse_address
 from drivers.modbus.points import ORDERS, REGISTERS_PER_TYPE, VALUE_TYPES, Point, Table
 
-TagName = Annotated[str, Matching("1-128 characters without spaces", r"\S{1,128}")]
 TableName = Literal["holding", "input", "coil", "discrete"]
 Order = Literal[ORDERS]  # type: ignore[valid-type]
 ValueType = Literal[VALUE_TYPES]  # type: ignore[valid-type]

@@ -13,7 +13,9 @@ from drivers.config_types import (
     Duration,
     Expected,
     Matching,
+    SourceName,
     SubPath,
+    TagName,
     expected,
     findings,
     format_duration,
@@ -22,8 +24,6 @@ from drivers.config_types import (
 TagType = Literal["bool", "int", "float", "text", "bytes"]
 Pattern = Literal["constant", "sine", "ramp", "random", "counter", "step"]
 
-SourceName = Annotated[str, Matching("1-64 characters of letters, digits and . _ -", r"[A-Za-z0-9._-]{1,64}")]
-TagName = Annotated[str, Matching("1-128 characters without spaces", r"\S{1,128}")]
 Prefix = Annotated[str, Matching("up to 120 characters without spaces", r"\S{0,120}")]
 
 SCALAR_TEXT = "a single value (a number, text, true or false)"
