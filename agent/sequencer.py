@@ -17,13 +17,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from agent.buffer.store import Buffer, BufferWriteError
 from agent.trust.cbor import CborError
-from agent.trust.leaf import SALT_KEY_SIZE, encode_leaf, leaf_hashes
+from agent.trust.leaf import SALT_KEY_SIZE, encode_leaf, is_leaf_time, leaf_hashes
 from agent.trust.merkle import Frontier
 from agent.trust.payloads import Gap
 from drivers.api import Quality, Reading
@@ -172,15 +173,17 @@ class Sequencer:
         return len(leaves)
 
     def _encode_or_mark(self, seq: int, r: Reading) -> bytes:
-        """A value the leaf format cannot hold (a driver bug) must not stop the others:
-        the reading is kept, with no value and Bad_EncodingError, and the tag logged once."""
+        """A value or time the leaf format cannot hold (a driver bug) must not stop the
+        others: the reading is kept, with no value and Bad_EncodingError (and the time it
+        is stored at, when its own cannot be held), and the tag logged once."""
         try:
             return encode_leaf(seq, r.ts, r.tag, None if r.quality & BAD else r.value, r.quality)
         except ENCODE_ERRORS as exc:
             if r.tag not in self._unencodable:
                 self._unencodable.add(r.tag)
                 log.error("tag %s: value %r cannot be encoded (%s); stored as Bad_EncodingError", r.tag, r.value, exc)
-            return encode_leaf(seq, r.ts, r.tag, None, Quality.BAD_ENCODING_ERROR)
+            ts = r.ts if is_leaf_time(r.ts) else time.time_ns()
+            return encode_leaf(seq, ts, r.tag, None, Quality.BAD_ENCODING_ERROR)
 
     # -- drops and gaps -------------------------------------------------------------
 

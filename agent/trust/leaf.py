@@ -37,10 +37,15 @@ class Leaf(NamedTuple):
     quality: int
 
 
+def is_leaf_time(ts: Any) -> bool:
+    """Whether `ts` fits a leaf: an integer within CBOR's range."""
+    return type(ts) is int and _MIN_INT <= ts <= _MAX_INT
+
+
 def encode_leaf(seq: int, ts: int, tag: str, value: Any, quality: int) -> bytes:
     """Raises CborError for a reading the format cannot hold, so no leaf is ever
     written that a verifier would reject."""
-    if not (type(ts) is int and _MIN_INT <= ts <= _MAX_INT and type(tag) is str and tag):
+    if not (is_leaf_time(ts) and type(tag) is str and tag):
         raise cbor.CborError(f"a reading needs integer ns time and a tag name, found ts={ts!r}, tag={tag!r}")
     if not (isinstance(quality, int) and not isinstance(quality, bool) and 0 <= quality <= MAX_UINT32):
         raise cbor.CborError(f"quality must be a uint32 status code, found {quality!r}")

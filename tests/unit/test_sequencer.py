@@ -7,7 +7,7 @@ from pathlib import Path
 from agent.buffer.store import Buffer
 from agent.sequencer import Sequencer
 from agent.trust.leaf import decode_leaf
-from drivers.api import Reading
+from drivers.api import Quality, Reading
 
 
 def _readings(n: int, tag: str = "t") -> list[Reading]:
@@ -136,4 +136,20 @@ def test_many_unsealed_readings_are_recovered_in_bounded_batches(tmp_path: Path)
     seq = _sequencer(buffer)  # max_batch 50
     batches = [seq.take_batch() for _ in range(seq.ready())]
     assert [(b.s0, b.n) for b in batches if b] == [(1, 50), (51, 50), (101, 24)]
+    buffer.close()
+
+
+def test_a_reading_the_leaf_cannot_hold_is_kept_as_bad_and_spares_its_batch(tmp_path: Path) -> None:
+    """A time beyond CBOR's integers or text that is not UTF-8 (driver bugs) is stored as
+    Bad_EncodingError, at the time it was stored when its own cannot be held; the good
+    readings submitted with it are stored as they are."""
+    buffer = Buffer.open(tmp_path)
+    seq = _sequencer(buffer)
+    now = time.time_ns()
+    asyncio.run(seq.submit([Reading("far", 2**70, 1.0), Reading("text", now, "\udcff"), Reading("ok", now, 2.5)]))
+    assert asyncio.run(seq.drain()) == 3
+    far, text, ok = (decode_leaf(leaf) for _, leaf in buffer.readings(1, 3))
+    assert (far.value, far.quality) == (None, Quality.BAD_ENCODING_ERROR) and now <= far.ts <= time.time_ns()
+    assert (text.value, text.quality, text.ts) == (None, Quality.BAD_ENCODING_ERROR, now)
+    assert (ok.value, ok.quality, ok.ts) == (2.5, 0, now)
     buffer.close()
