@@ -11,14 +11,12 @@ import subprocess
 import sys
 import threading
 import time
-import traceback
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from cli_runner import Result, in_process
 from modbus_servers import ModbusServer, ServerFarm, free_port, registers
 
-from agent.cli import main
 from drivers.modbus.points import Table
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -26,12 +24,7 @@ ROW = re.compile(r"(\d+)\s+(\d{6})\s+((?:0x[0-9A-F]{4} ?)+|[01])\s+(.+)")
 SERIAL = ("--baud", "115200", "--parity", "none")  # pseudo-terminals refuse parity
 
 
-@dataclass(frozen=True)
-class Result:
-    code: int | str | None
-    out: str
-    err: str
-
+class ProbeResult(Result):
     def rows(self) -> dict[int, tuple[str, str, str]]:
         """{zero-based address: (Modicon address, raw, value)} of every table row printed."""
         found = (ROW.fullmatch(line.strip()) for line in self.out.splitlines())
@@ -44,23 +37,10 @@ class Result:
 @pytest.fixture
 def probe(capsys: pytest.CaptureFixture[str]):
     """`edgeseal probe modbus ...` in-process; an escaping exception is a traceback."""
-
-    def run(*argv: str) -> Result:
-        capsys.readouterr()
-        try:
-            code: int | str | None = main(["probe", "modbus", *argv])
-        except SystemExit as exc:
-            code = exc.code
-        except Exception:
-            code = "uncaught exception"
-            print(traceback.format_exc(), file=sys.stderr)
-        captured = capsys.readouterr()
-        return Result(code, captured.out, captured.err)
-
-    return run
+    return in_process(capsys, "probe", "modbus", result=ProbeResult)
 
 
-def one_line_error(result: Result, code: int, *words: str) -> None:
+def one_line_error(result: ProbeResult, code: int, *words: str) -> None:
     assert "Traceback" not in result.err, result.err
     assert result.code == code, f"exit {result.code!r}, expected {code}: {result.out}{result.err}"
     lines = result.err.strip().splitlines()

@@ -7,7 +7,8 @@ import asyncio
 import logging
 
 import pytest
-from modbus_harness import Running, all_good, source
+from driver_harness import all_good
+from modbus_harness import Running, source
 from modbus_servers import ServerFarm, free_port
 
 from drivers.api import Quality

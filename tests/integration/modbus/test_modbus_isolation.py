@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import asyncio
 
-from modbus_harness import Running, Sink, source
+from driver_harness import Sink
+from modbus_harness import Running, source
 from modbus_servers import ServerFarm
 
 from drivers.api import Quality

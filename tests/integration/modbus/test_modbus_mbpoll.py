@@ -22,7 +22,8 @@ import subprocess
 from typing import Any
 
 import pytest
-from modbus_harness import Running, all_good, source
+from driver_harness import all_good
+from modbus_harness import Running, source
 from modbus_servers import ModbusServer, ServerFarm, registers
 
 from drivers.api import Value

@@ -7,7 +7,8 @@ import asyncio
 import math
 
 import pytest
-from modbus_harness import Running, all_good, source
+from driver_harness import all_good
+from modbus_harness import Running, source
 from modbus_servers import ServerFarm, registers
 
 from drivers.modbus.points import Table
