@@ -14,6 +14,7 @@ import logging
 import os
 import signal
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +28,7 @@ from agent.sequencer import Sequencer
 from agent.trust.certs import device_id_of
 from drivers.api import DriverContext
 
+SecretReader = Callable[[str], Awaitable[str]]
 log = logging.getLogger(__name__)
 
 RESTART_DELAYS = (1.0, 2.0, 5.0, 10.0, 30.0)
@@ -77,7 +79,7 @@ async def _run_with(config: Any, buffer: Buffer, signer: Signer, stop: asyncio.E
             checkpoint_interval=config.seal.checkpoint_interval,
         )
         log.info("edgeseal started: device %s, boot %d, next seq %d", config.device.id, stats.boot, buffer.next_seq())
-    await _run_pipeline(config, sequencer, sealer, stop, stats)
+    await _run_pipeline(config, sequencer, sealer, stop, stats, _secret_reader(config.identity, signer))
     stats.seals, stats.log_size, stats.dropped = sealer.seals_made, sealer.log_size, sequencer.dropped
     log.info(
         "edgeseal stopped: %d seals this run, device log size %d, sealed through seq %d, %d readings dropped",
@@ -90,12 +92,19 @@ async def _run_with(config: Any, buffer: Buffer, signer: Signer, stop: asyncio.E
 
 
 async def _run_pipeline(
-    config: Any, sequencer: Sequencer, sealer: Sealer, stop: asyncio.Event, stats: RunStats
+    config: Any,
+    sequencer: Sequencer,
+    sealer: Sealer,
+    stop: asyncio.Event,
+    stats: RunStats,
+    secret: SecretReader | None = None,
 ) -> None:
     flusher = asyncio.create_task(sequencer.run(), name="sequencer")
     sealing = asyncio.create_task(sealer.run(stop), name="sealer")
     sources = [
-        asyncio.create_task(_supervise(source, sequencer, config.buffer.dir, stats), name=f"source:{source.name}")
+        asyncio.create_task(
+            _supervise(source, sequencer, config.buffer.dir, stats, secret), name=f"source:{source.name}"
+        )
         for source in config.sources
     ]
     stopping = asyncio.create_task(stop.wait(), name="stop")
@@ -117,10 +126,13 @@ async def _run_pipeline(
         raise flusher.exception()  # type: ignore[misc]
 
 
-async def _supervise(source: Any, sequencer: Sequencer, state_dir: str, stats: RunStats) -> None:
+async def _supervise(
+    source: Any, sequencer: Sequencer, state_dir: str, stats: RunStats, secret: SecretReader | None = None
+) -> None:
     """Run one source; a crash (a bug: device faults are readings) restarts it with
     backoff, which starts over once it has run well for HEALTHY_AFTER seconds."""
-    context = DriverContext(source.name, logging.getLogger(f"edgeseal.source.{source.name}"), state_dir)
+    logger = logging.getLogger(f"edgeseal.source.{source.name}")
+    context = DriverContext(source.name, logger, state_dir, secret=secret)
     crashes = 0
     while True:
         started = time.monotonic()
@@ -135,6 +147,20 @@ async def _supervise(source: Any, sequencer: Sequencer, state_dir: str, stats: R
         crashes = 0 if time.monotonic() - started >= HEALTHY_AFTER else crashes + 1
         stats.driver_restarts[source.name] = stats.driver_restarts.get(source.name, 0) + 1
         await asyncio.sleep(RESTART_DELAYS[min(crashes, len(RESTART_DELAYS) - 1)])
+
+
+def _secret_reader(identity: Any, signer: Signer) -> SecretReader | None:
+    """How drivers read TPM-sealed secrets (e.g. an OPC UA password): through the
+    signer's TPM thread, from identity.tpm.secrets_dir. None without a TPM."""
+    unseal = getattr(signer, "unseal", None)
+    if identity.signer != "tpm" or unseal is None:
+        return None
+    directory = identity.tpm_settings.secrets_dir
+
+    async def read(name: str) -> str:
+        return (await unseal(directory, name)).decode("utf-8")
+
+    return read
 
 
 def _check_identity(signer: Signer, device_id: str) -> None:

@@ -12,6 +12,7 @@ from typing import Any
 SOURCE_TYPES: dict[str, str] = {
     "simulator": "drivers.simulator",
     "modbus": "drivers.modbus",
+    "opcua": "drivers.opcua",
 }
 
 

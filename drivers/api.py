@@ -12,7 +12,7 @@ Nothing here knows of signing, buffering, MQTT or chains.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any, NamedTuple, Protocol, runtime_checkable
@@ -32,11 +32,17 @@ class Quality(IntEnum):
     BAD_NODE_ID_UNKNOWN = 0x80340000
     BAD_OUT_OF_SERVICE = 0x808D0000
     BAD_DEVICE_FAILURE = 0x808B0000
+    BAD_DATA_ENCODING_UNSUPPORTED = 0x80390000
 
 
 def is_good(quality: int) -> bool:
     """Severity bits 30-31 are 00 for Good (OPC UA Part 4, 7.39)."""
     return quality & 0xC0000000 == 0
+
+
+def is_bad(quality: int) -> bool:
+    """Severity bits 30-31 are 10 for Bad (11 is reserved and treated as Bad)."""
+    return quality & 0x80000000 != 0
 
 
 class Reading(NamedTuple):
@@ -59,13 +65,15 @@ class ReadingSink(Protocol):
 
 @dataclass(frozen=True)
 class DriverContext:
-    """What the agent lends a driver: a logger named after the source, and a state
-    directory the driver may use for its own files (e.g. client certificates)."""
+    """What the agent lends a driver: a logger named after the source, a state
+    directory the driver may use for its own files (e.g. client certificates), and
+    `secret`, which reads a TPM-sealed secret by name (None when the agent has no TPM)."""
 
     source_name: str
     logger: logging.Logger
     state_dir: str | None = None
     counters: dict[str, int] = field(default_factory=dict)
+    secret: Callable[[str], Awaitable[str]] | None = None
 
     def count(self, name: str, increment: int = 1) -> None:
         self.counters[name] = self.counters.get(name, 0) + increment

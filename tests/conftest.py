@@ -9,9 +9,10 @@ from collections.abc import Iterator
 
 import pytest
 
-# the software TPM fixtures (swtpm_template, swtpm) and the Modbus test servers
-# (modbus_servers), for every test directory
-pytest_plugins = ["tpm_fixtures", "modbus_servers"]
+# the software TPM fixtures (swtpm_template, swtpm), the Modbus and OPC UA test servers
+# (modbus_servers, opcua_servers) and the independent node-opcua server (node_opcua_server),
+# for every test directory
+pytest_plugins = ["tpm_fixtures", "modbus_servers", "opcua_servers", "node_opcua"]
 
 
 @pytest.fixture(autouse=True)

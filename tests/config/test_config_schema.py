@@ -13,6 +13,7 @@ import yaml
 from pydantic import BaseModel
 
 import drivers.modbus.config as modbus
+import drivers.opcua.config as opcua
 import drivers.simulator.config as simulator
 from agent.config import (
     BufferConfig,
@@ -107,6 +108,16 @@ def test_every_field_has_a_description() -> None:
 AGENT_MODELS = [Config, DeviceConfig, IdentityConfig, SealConfig, BufferConfig]
 SIMULATOR_MODELS = [simulator.SourceConfig, simulator.SimTag, simulator.Fault, simulator.Generate]
 MODBUS_MODELS = [modbus.SourceConfig, modbus.SerialConfig, modbus.ModbusDevice, modbus.ModbusTag]
+OPCUA_MODELS = [
+    opcua.SourceConfig,
+    opcua.SecurityConfig,
+    opcua.AuthConfig,
+    opcua.SubscribeGroup,
+    opcua.PollGroup,
+    opcua.OpcUaTag,
+    opcua.Deadband,
+    opcua.EventGroup,
+]
 
 
 @pytest.mark.parametrize(
@@ -115,6 +126,7 @@ MODBUS_MODELS = [modbus.SourceConfig, modbus.SerialConfig, modbus.ModbusDevice, 
         ("docs/configuration.md", AGENT_MODELS),
         ("drivers/simulator/README.md", SIMULATOR_MODELS),
         ("drivers/modbus/README.md", MODBUS_MODELS),
+        ("drivers/opcua/README.md", OPCUA_MODELS),
     ],
 )
 def test_every_field_is_documented(doc: str, models: list[type[BaseModel]]) -> None:

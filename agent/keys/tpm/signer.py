@@ -27,6 +27,7 @@ from tpm2_pytss import ESAPI, TPMT_PUBLIC
 from tpm2_pytss.cryptography import public_to_key
 
 from agent.errors import KeyError_, SigningError, TpmError
+from agent.keys.secrets import unseal_secret
 from agent.keys.software import load_certificate_chain
 from agent.keys.tpm import esys
 from agent.keys.tpm.tcti import Tcti
@@ -117,6 +118,10 @@ class TpmSigner:
             return esys.sign_digest(esapi, key, digest)
         finally:
             esapi.tr_close(key)
+
+    async def unseal(self, directory: str | os.PathLike[str], name: str) -> bytes:
+        """A secret sealed to this TPM (agent.keys.secrets), through the signer's TPM thread."""
+        return await unseal_secret(self._worker, directory, name)
 
     async def close(self) -> None:
         await self._worker.close()
