@@ -18,7 +18,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from agent.errors import DeviceFailed, EdgesealError, InvalidBundle, UsageError
+from agent import cli_commissioning as commissioning
+from agent.cli_args import positive_seconds
+from agent.errors import EdgesealError, InvalidBundle, UsageError
 
 if TYPE_CHECKING:
     from cryptography import x509
@@ -35,7 +37,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--config", required=True, type=Path)
 
     demo = sub.add_parser("demo", help="the whole stack on one box with embedded defaults")
-    demo.add_argument("--seconds", type=_positive_seconds, default=10.0)
+    demo.add_argument("--seconds", type=positive_seconds, default=10.0)
     demo.add_argument("--dir", type=Path, default=Path("edgeseal-demo"))
 
     check = sub.add_parser("check-config", help="validate a configuration file (no I/O beyond reading it)")
@@ -65,66 +67,8 @@ def _parser() -> argparse.ArgumentParser:
 
     sub.add_parser("schema", help="print the configuration's JSON Schema")
 
-    probe = sub.add_parser("probe", help="read a device directly, for commissioning")
-    _add_modbus_probe(probe.add_subparsers(dest="protocol", required=True, metavar="PROTOCOL"))
+    commissioning.add_commands(sub)
     return p
-
-
-PROBE_SPANS = """START:N is N registers (or coils, or discrete inputs) from START. START is the
-zero-based protocol address, unless it is written the Modicon way for its table, counting
-from 1: 5 or 6 digits whose first digit names the table, or the text form 4x0001.
-
-  --holding 100:4     zero-based: holding registers 100..103 (Modicon 400101..400104)
-  --holding 40101:4   Modicon (first digit 4): the same registers
-  --holding 4x0101:4  Modicon, text form: the same registers
-  --input 30001:2     Modicon (first digit 3): input registers 0..1
-  --coils 00001:8     Modicon (first digit 0): coils 0..7; --coils 0:8 is the same
-  --discrete 10001:8  Modicon (first digit 1): discrete inputs 0..7
-
-Zero-based 40000..49999 with --holding (30000..39999 with --input, ...) look like Modicon
-addresses: write them in 6-digit Modicon form (440001 is holding register 40000). Every
-line of the output shows both forms.
-
-Exit status: 0 read, 1 the device answered with an error or not at all, 2 bad usage."""
-
-
-def _add_modbus_probe(protocols: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from drivers.modbus.points import ORDERS, VALUE_TYPES
-
-    modbus = protocols.add_parser(
-        "modbus",
-        help="read registers or bits of a Modbus device and print them, as mbpoll does",
-        description="Read N registers or bits of one Modbus device, once or repeatedly, and print each value\n"
-        "with its zero-based and Modicon address, its raw registers in hexadecimal and its decoded value.",
-        epilog=PROBE_SPANS,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    modbus.add_argument(
-        "url", help="tcp://HOST[:PORT] (port 502 by default), rtu-over-tcp://HOST:PORT or rtu:///dev/ttyX"
-    )
-    modbus.add_argument("--unit", type=int, default=1, help="unit id (slave address), default 1")
-    span = modbus.add_mutually_exclusive_group(required=True)  # START: zero-based or Modicon, see PROBE_SPANS
-    span.add_argument("--holding", metavar="START:N", help="N holding registers from START (see below)")
-    span.add_argument("--input", metavar="START:N", help="N input registers from START")
-    span.add_argument("--coils", metavar="START:N", help="N coils from START")
-    span.add_argument("--discrete", metavar="START:N", help="N discrete inputs from START")
-    modbus.add_argument(
-        "--type", choices=VALUE_TYPES, metavar="TYPE", help=f"{', '.join(VALUE_TYPES)}; default uint16, bool for bits"
-    )
-    modbus.add_argument(
-        "--order", choices=ORDERS, metavar="ORDER", help=f"byte order of 32- and 64-bit values: {', '.join(ORDERS)}"
-    )
-    modbus.add_argument("--watch", type=_duration, metavar="SECONDS", help="read every SECONDS until Ctrl-C")
-    modbus.add_argument(
-        "--count", type=_positive_int, metavar="K", help="stop after K reads (1 s apart unless --watch)"
-    )
-    modbus.add_argument(
-        "--timeout", type=_duration, default=1.0, metavar="DURATION", help="wait for an answer, e.g. 500ms (default 1s)"
-    )
-    serial = modbus.add_argument_group("serial line, rtu:// only (default 9600 baud, even parity)")
-    serial.add_argument("--baud", type=int, help="line speed in bits per second")
-    serial.add_argument("--parity", choices=("none", "even", "odd"))
-    serial.add_argument("--stopbits", type=int, choices=(1, 2), help="default 1 with parity, 2 without")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -238,25 +182,6 @@ def _verify_with_jobs(
         return verify_bundle(data, roots, pool.map, crls=crls)
 
 
-def _probe(args: argparse.Namespace) -> int:
-    from drivers.modbus.probe import TABLE_OPTIONS, ProbeFailed, ProbeUsage, Serial, make_probe, run
-
-    option = next(name for name in TABLE_OPTIONS if getattr(args, name) is not None)
-    serial = Serial(args.baud, args.parity, args.stopbits)
-    try:
-        probe = make_probe(
-            args.url, args.unit, option, getattr(args, option), value_type=args.type, order=args.order,
-            timeout=args.timeout, serial=serial,
-        )  # fmt: skip
-    except ProbeUsage as exc:
-        raise UsageError(str(exc)) from None
-    try:
-        run(probe, sys.stdout, reads=args.count or (None if args.watch else 1), interval=args.watch or 1.0)
-    except ProbeFailed as exc:
-        raise DeviceFailed(str(exc)) from None
-    return 0
-
-
 def _schema(args: argparse.Namespace) -> int:
     from agent.config import config_schema
 
@@ -271,33 +196,8 @@ _COMMANDS = {
     "export": _export,
     "verify": _verify,
     "schema": _schema,
-    "probe": _probe,  # one protocol so far: modbus
+    **commissioning.COMMANDS,
 }
-
-
-def _positive_seconds(text: str) -> float:
-    try:
-        seconds = float(text)
-    except ValueError:
-        seconds = float("nan")
-    if not 0 < seconds < 366 * 86400:  # also refuses nan and inf
-        raise argparse.ArgumentTypeError(f"expected seconds > 0, found {text!r}")
-    return seconds
-
-
-def _duration(text: str) -> float:
-    from drivers.config_types import parse_duration
-
-    try:
-        return parse_duration(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"expected {exc}, found {text!r}") from None
-
-
-def _positive_int(text: str) -> int:
-    if not (text.isascii() and text.isdigit() and int(text) > 0):
-        raise argparse.ArgumentTypeError(f"expected a whole number > 0, found {text!r}")
-    return int(text)
 
 
 def _time(text: str | None, option: str) -> int | None:
