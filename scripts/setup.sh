@@ -16,6 +16,11 @@ log=.venv/install.log
 # Debian packages: swtpm for the software TPM; tpm2-pytss compiles against libtss2 from source;
 # socat and mbpoll for the Modbus tests (RTU over a pseudo-terminal pair; an independent client)
 system_packages="swtpm swtpm-tools libtss2-dev pkg-config gcc python3-dev socat mbpoll"
+# Node.js for the tests' independent OPC UA server (node-opcua), unless a Node.js with npm
+# is already installed (e.g. from NodeSource, whose nodejs package includes npm)
+if [ "${1:-}" = "test" ] && ! command -v npm >/dev/null; then
+  system_packages="$system_packages nodejs npm"
+fi
 
 install_system_packages() {
   command -v dpkg-query >/dev/null \
@@ -46,4 +51,8 @@ if ! { .venv/bin/python -m pip install --disable-pip-version-check --upgrade pip
   cat "$log" >&2
   echo "edgeseal: installation failed (log above, also in $log)" >&2
   exit 1
+fi
+# the Node.js test tools (node-opcua), pinned by tests/interop/opcua/package-lock.json
+if [ "${1:-}" = "test" ]; then
+  bash scripts/npm-test-tools.sh
 fi
