@@ -112,3 +112,33 @@ async def test_a_secure_session_with_a_user(
     async with Running(create, config, str(tmp_path)) as run:
         await run.sink.wait(lambda _: EXPECTED.items() <= _values(run).items(), 20)
     assert run.count("connects") == 1
+
+
+@in_new_loop
+async def test_percent_deadband(node_opcua_server: NodeOpcuaServer, tmp_path: Path) -> None:
+    """10 % of Pressure's EURange (0..250 bar) is 25 bar: node-opcua filters on the server
+    (the asyncua test server does not implement percent deadbands)."""
+    config = SourceConfig.model_validate(
+        {
+            "name": "press",
+            "type": "opcua",
+            "url": node_opcua_server.url,
+            "groups": [
+                {
+                    "mode": "subscribe",
+                    "publishing_interval": "100ms",
+                    "deadband": {"type": "percent", "value": 10},
+                    "tags": [{"name": "pressure", "node": TAGS["pressure"]}],
+                }
+            ],
+        }
+    )
+    async with Running(create, config, str(tmp_path)) as run, Client(node_opcua_server.url) as client:
+        await run.sink.wait(lambda _: _values(run).get("pressure") == 101.325, 20)
+        pressure = client.get_node(ua.NodeId(101, await client.get_namespace_index(NS)))
+        for value in (110.0, 120.0, 140.0, 150.0, 170.0):  # +8.7 +18.7 +38.7 (sent) +10 +30 (sent)
+            await pressure.write_value(ua.Variant(value, ua.VariantType.Double))
+            await asyncio.sleep(0.3)
+        await run.sink.wait(lambda _: _values(run).get("pressure") == 170.0, 10)
+    reported = [r.value for _, batch in run.sink.batches for r in batch if r.tag == "pressure"]
+    assert reported == [101.325, 140.0, 170.0]
