@@ -33,7 +33,6 @@ import logging
 import math
 import multiprocessing
 import os
-import resource
 import socket
 import statistics
 import struct
@@ -41,20 +40,15 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cryptography.hazmat.primitives.asymmetric import ec  # noqa: E402
 from pymodbus.client import AsyncModbusTcpClient  # noqa: E402
 
-from agent.buffer.store import Buffer  # noqa: E402
-from agent.keys.software import SoftwareSigner  # noqa: E402
-from agent.sealer import Sealer  # noqa: E402
 from agent.sequencer import Sequencer  # noqa: E402
+from bench.pipeline import Pipeline, ProcessClock, in_fresh_process, met, process_cells, rss_mb  # noqa: E402
 from drivers.api import DriverContext, Reading  # noqa: E402
 from drivers.modbus.config import SourceConfig  # noqa: E402
 from drivers.modbus.driver import create  # noqa: E402
@@ -64,7 +58,6 @@ TAGS = 1000
 INTERVAL = 0.1
 PER_REQUEST = MAX_REGISTERS // 2  # 62 float32 values: 124 registers, a value never split
 MINIMUM_REQUESTS = math.ceil(TAGS / PER_REQUEST)  # 17
-TICKS = os.sysconf("SC_CLK_TCK")
 
 
 @dataclass
@@ -144,23 +137,6 @@ def wait_for(ports: list[int], timeout: float = 20.0) -> None:
 # -- the agent side: one configuration per fresh process -------------------------------
 
 
-class Window:
-    """Snapshots of the agent process at the start and end of the measured window."""
-
-    def __init__(self, server_pid: int) -> None:
-        self._server_pid = server_pid
-
-    def snapshot(self) -> dict[str, float]:
-        usage = resource.getrusage(resource.RUSAGE_SELF)
-        with open(f"/proc/{self._server_pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return {
-            "wall": time.perf_counter(),
-            "cpu": usage.ru_utime + usage.ru_stime,
-            "server_cpu": (int(fields[11]) + int(fields[12])) / TICKS,  # utime, stime
-        }
-
-
 class CountingSink:
     """Forwards one source's readings to the sequencer. Counts the points delivered, the
     scans (one submit per scan) and the requests sent up to the last scan: requests per
@@ -192,26 +168,21 @@ def run_config(kind: str, ports: list[int], server_pid: int, warmup: float, wind
     logging.basicConfig(level=logging.WARNING)
     quiet_pymodbus()
     if kind == "floor":
-        return asyncio.run(floor(ports[0], Window(server_pid), warmup, window))
+        return asyncio.run(floor(ports[0], ProcessClock(server_pid), warmup, window))
     with tempfile.TemporaryDirectory() as state:
         configs = [source(i, port, per_tag=kind == "per tag") for i, port in enumerate(ports)]
-        return asyncio.run(pipeline(Path(state), configs, Window(server_pid), warmup, window))
+        return asyncio.run(pipeline(Path(state), configs, ProcessClock(server_pid), warmup, window))
 
 
-async def pipeline(state: Path, configs: list[SourceConfig], clock: Window, warmup: float, window: float) -> Figures:
-    """The agent's pipeline as agent.runtime assembles it, with its default settings."""
-    buffer = Buffer.open(state)
-    sequencer = Sequencer(buffer, max_pending=100_000, flush_interval=0.02, max_batch=10_000)
-    signer = SoftwareSigner(ec.generate_private_key(ec.SECP256R1()), [])
-    sealer = Sealer(
-        buffer, sequencer, signer, device_id="bench", boot=buffer.start_boot(time.time_ns()),
-        interval=1.0, checkpoint_every=60, checkpoint_interval=60.0,
-    )  # fmt: skip
+async def pipeline(
+    state: Path, configs: list[SourceConfig], clock: ProcessClock, warmup: float, window: float
+) -> Figures:
+    """The drivers into the agent's pipeline (see bench.pipeline)."""
+    agent = Pipeline(state)
     contexts = [DriverContext(c.name, logging.getLogger(c.name)) for c in configs]
-    sinks = [CountingSink(sequencer, context) for context in contexts]
+    sinks = [CountingSink(agent.sequencer, context) for context in contexts]
     drivers = [create(config, sink, context) for config, sink, context in zip(configs, sinks, contexts)]
-    stop = asyncio.Event()
-    flusher, sealing = asyncio.create_task(sequencer.run()), asyncio.create_task(sealer.run(stop))
+    agent.start()
     polling = [asyncio.create_task(driver.run()) for driver in drivers]
 
     def counters() -> dict[str, float]:
@@ -226,19 +197,14 @@ async def pipeline(state: Path, configs: list[SourceConfig], clock: Window, warm
     for task in polling:
         task.cancel()
     await asyncio.gather(*polling, return_exceptions=True)
-    stop.set()
-    await sealing  # everything read is sealed before the process ends
-    flusher.cancel()
-    await asyncio.gather(flusher, return_exceptions=True)
-    all_sealed = buffer.sealed_through() == sum(s.points for s in sinks)  # and none dropped
-    buffer.close()
+    all_sealed = await agent.close(sum(s.points for s in sinks))  # everything read, sealed, none dropped
     return _figures(before, after, all_sealed)
 
 
 _COUNTERS = ("scan_overruns", "request_failures")
 
 
-async def floor(port: int, clock: Window, warmup: float, window: float) -> Figures:
+async def floor(port: int, clock: ProcessClock, warmup: float, window: float) -> Figures:
     """The cost floor: the same 17 requests every 100 ms with a bare pymodbus client,
     each answer decoded by one struct.unpack (after packing the registers to bytes,
     which is how pymodbus hands them over). No readings, no buffer, no sealing."""
@@ -275,6 +241,7 @@ def _figures(before: dict[str, float], after: dict[str, float], all_sealed: bool
     def delta(name: str) -> float:
         return after.get(name, 0) - before.get(name, 0)
 
+    max_rss, rss = rss_mb()
     return Figures(
         points=int(delta("points")),
         seconds=delta("wall"),
@@ -283,26 +250,14 @@ def _figures(before: dict[str, float], after: dict[str, float], all_sealed: bool
         requests=int(delta("requests")),
         overruns=int(delta("scan_overruns")),
         failures=int(delta("request_failures")),
-        max_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        rss_mb=_current_rss_mb(),
+        max_rss_mb=max_rss,
+        rss_mb=rss,
         server_cpu=delta("server_cpu"),
         all_sealed=all_sealed,
     )
 
 
-def _current_rss_mb() -> float:
-    with open("/proc/self/status") as f:
-        line = next(line for line in f if line.startswith("VmRSS:"))
-    return int(line.split()[1]) / 1024
-
-
 # -- the run: interleaved rounds, medians ------------------------------------------
-
-
-def in_fresh_process(call: Callable[..., Figures], *args: Any) -> Figures:
-    spawn = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(1, mp_context=spawn) as pool:
-        return pool.submit(call, *args).result(timeout=600)
 
 
 HEADER = (
@@ -331,13 +286,7 @@ def report(kind: str, devices: int, runs: list[Figures]) -> str:
         ]
     else:
         cells += ["", "", "", ""]
-    cells += [
-        f"{median(lambda f: f.cpu / f.seconds):.1%}",
-        f"{median(lambda f: f.max_rss_mb):.0f} MB",
-        f"{median(lambda f: f.rss_mb):.0f} MB",
-        f"{median(lambda f: f.server_cpu / f.seconds):.0%}",
-    ]
-    return "| " + " | ".join(cells) + " |"
+    return "| " + " | ".join(cells + process_cells(runs)) + " |"
 
 
 def cpu_per_point(f: Figures) -> float:
@@ -397,9 +346,9 @@ def print_results(
     per_scan = sorted({requests_per_scan(f) for runs in ours.values() for f in runs})
     floor_cpu = statistics.median(map(cpu_per_point, results[("floor", 1)]))
     per_tag_cpu = statistics.median(map(cpu_per_point, results[("per tag", 1)]))
-    print(f"target: agent CPU per point <= 10 µs: worst median {worst_cpu:.2f} µs, {_met(worst_cpu <= 10)}")
-    print(f"target: RSS <= 150 MB: worst {worst_rss:.0f} MB, {_met(worst_rss <= 150)}")
-    print(f"target: requests per scan = {MINIMUM_REQUESTS}: {per_scan}, {_met(per_scan == [MINIMUM_REQUESTS])}")
+    print(f"target: agent CPU per point <= 10 µs: worst median {worst_cpu:.2f} µs, {met(worst_cpu <= 10)}")
+    print(f"target: RSS <= 150 MB: worst {worst_rss:.0f} MB, {met(worst_rss <= 150)}")
+    print(f"target: requests per scan = {MINIMUM_REQUESTS}: {per_scan}, {met(per_scan == [MINIMUM_REQUESTS])}")
     print(f"worst CPU per point / floor: {worst_cpu / floor_cpu:.1f}; per tag / worst: {per_tag_cpu / worst_cpu:.1f}")
     held = {n: runs for n, runs in ours.items() if all(sustained(n, f) for f in runs)}
     for n in ours:
@@ -419,10 +368,6 @@ def sustained(devices: int, f: Figures) -> bool:
     """Every scan on time, and every scan of every device delivered in the window but
     one, which the window's edges may cut off."""
     return f.overruns == 0 and f.points >= devices * TAGS * (f.seconds / INTERVAL - 1)
-
-
-def _met(ok: bool) -> str:
-    return "met" if ok else "NOT met"
 
 
 if __name__ == "__main__":

@@ -84,10 +84,7 @@ def _plain(value: Any) -> Any:
 async def _subtypes(session: Session, group: EventGroup) -> list[ua.NodeId]:
     """The event type and every subtype the server defines, breadth first."""
     root = session.node_id(group.type_ref())
-    (exists,) = await session.client.uaclient.read(
-        ua.ReadParameters(NodesToRead=[ua.ReadValueId(NodeId=root, AttributeId=ua.AttributeIds.NodeClass)])
-    )
-    if not exists.StatusCode.is_good():  # else its events would be awaited in silence
+    if not await session.exists(root):  # else its events would be awaited in silence
         raise UnknownEventType(f"the server has no event type {group.event_type}")
     found, frontier = [root], [root]
     while frontier:

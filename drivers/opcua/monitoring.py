@@ -110,7 +110,7 @@ class Monitor:
             batch = requests[start : start + step]
             params = ua.CreateMonitoredItemsParameters(
                 SubscriptionId=self._subscription_id,
-                TimestampsToReturn=ua.TimestampsToReturn.Both,
+                TimestampsToReturn=ua.TimestampsToReturn.Source,  # the reading's time; no server times to decode
                 ItemsToCreate=[request for _, request in batch],
             )
             results = await session.ua.create_monitored_items(params)

@@ -107,6 +107,12 @@ class Session:
         """The Value attribute of each node, in as few Read requests as the server allows."""
         return await _read(self.client, nodes, self.max_nodes_per_read)
 
+    async def exists(self, node: ua.NodeId) -> bool:
+        """Whether the server has `node` (its NodeClass can be read)."""
+        params = ua.ReadParameters(NodesToRead=[ua.ReadValueId(NodeId=node, AttributeId=ua.AttributeIds.NodeClass)])
+        (result,) = await self.client.uaclient.read(params)
+        return bool(result.StatusCode.is_good())
+
     async def check(self) -> None:
         """Raises ServerChanged when the server restarted or moved its namespaces since
         this session began; any failure to answer raises too."""
@@ -132,14 +138,15 @@ async def _read_values(client: Client, nodes: list[ua.NodeId], limit: int) -> li
 
 
 async def _read(client: Client, nodes: Sequence[ua.NodeId], limit: int) -> list[ua.DataValue]:
-    """The nodes' Value attributes with both timestamps, `limit` nodes per Read request."""
+    """The nodes' Value attributes with their SourceTimestamps (the only time a reading
+    takes; leaving out the server's saves decoding), `limit` nodes per Read request."""
     values: list[ua.DataValue] = []
     for start in range(0, len(nodes), limit):
         params = ua.ReadParameters(
             NodesToRead=[
                 ua.ReadValueId(NodeId=n, AttributeId=ua.AttributeIds.Value) for n in nodes[start : start + limit]
             ],
-            TimestampsToReturn=ua.TimestampsToReturn.Both,
+            TimestampsToReturn=ua.TimestampsToReturn.Source,
         )
         values += await client.uaclient.read(params)
     return values

@@ -16,7 +16,7 @@ from asyncua.common.utils import Buffer
 from asyncua.ua.ua_binary import variant_from_binary, variant_to_binary
 
 from drivers.opcua.config import CONDITION_FIELDS, EventGroup
-from drivers.opcua.events import EventSelection
+from drivers.opcua.events import EventSelection, UnknownEventType
 from drivers.opcua.nodeid import NodeRef
 from drivers.opcua.session import UnknownNamespace
 
@@ -185,9 +185,13 @@ class _TypeTree:
 
 
 class _BrowsingSession(StubSession):
-    def __init__(self, tree: _TypeTree) -> None:
+    def __init__(self, tree: _TypeTree, missing: tuple[ua.NodeId, ...] = ()) -> None:
         super().__init__()
         self.client = tree
+        self.missing = missing
+
+    async def exists(self, node: ua.NodeId) -> bool:
+        return node not in self.missing
 
 
 def test_all_event_types_need_no_browsing() -> None:
@@ -311,3 +315,11 @@ def test_plain_python_values_are_read_like_variants() -> None:
     selection = _selection(fields=["Severity"])
     ts, event = selection.reading([500, ALARM_CONDITION_TYPE, PRESS1, T_2024])
     assert (ts, event) == (T_2024_NS, {"Severity": 500})
+
+
+def test_an_event_type_the_server_lacks_is_refused_not_awaited() -> None:
+    missing = ua.NodeId(99, ACME)
+    session = _BrowsingSession(_TypeTree({}), missing=(missing,))
+    group = _group(event_type="nsu=urn:acme:press;i=99")
+    with pytest.raises(UnknownEventType):
+        asyncio.run(EventSelection.build(group, session))  # type: ignore[arg-type]
