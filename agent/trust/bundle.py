@@ -1,4 +1,5 @@
-"""Batch messages (DESIGN 3.3) and bundles (3.6): the containers of sealed data.
+"""Batch messages (DESIGN 3.3) and bundles (3.6): the containers of sealed data; and the
+certificate message that goes with batch messages over MQTT.
 
 A full batch carries every reading of a batch and its salt_key. A selective batch, used
 in a selective bundle, carries only the disclosed readings, each with its own salt and
@@ -155,6 +156,18 @@ def decode_batch(data: bytes) -> Batch:
     except cbor.CborError as exc:
         raise BundleFormatError(f"batch: {exc}") from None
     return _batch(m, "batch")
+
+
+def decode_certificates(data: bytes) -> list[bytes]:
+    """The certificate message (retained on PREFIX/cert): a CBOR array of DER
+    certificates, the device's first, then intermediates; never the root."""
+    try:
+        m = cbor.decode(data)
+    except cbor.CborError as exc:
+        raise BundleFormatError(f"certificates: {exc}") from None
+    if not isinstance(m, list) or not m:
+        raise BundleFormatError("certificates: expected a non-empty array of DER certificates")
+    return [_bytes(c, f"certificates[{i}]") for i, c in enumerate(m)]
 
 
 def _batch(m: Any, where: str) -> Batch:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from cryptography import x509
@@ -144,9 +145,7 @@ def verify_chain(
     for child, issuer in zip(chain, chain[1:]):
         check_issued(child, issuer)
     root = _issuing_root(chain[-1], roots)
-    for cert in [*chain, root]:
-        for at in times:
-            _check_validity(cert, at)
+    check_valid_at((*chain, root), times)
     return DeviceIdentity(
         device, key, device_id, device.subject.rfc4514_string(), root.subject.rfc4514_string(), (*chain, root)
     )
@@ -179,6 +178,15 @@ def _issuing_root(top: x509.Certificate, roots: list[x509.Certificate]) -> x509.
     raise ChainError(
         f"no trusted root issued {top.subject.rfc4514_string()!r} (issuer {top.issuer.rfc4514_string()!r})"
     )
+
+
+def check_valid_at(path: Sequence[x509.Certificate], times: Sequence[dt.datetime]) -> None:
+    """Every certificate of `path` was valid at each of `times`; raises ChainError naming
+    the first that was not. The stream checker calls it per seal, on a chain it verified
+    without times (`verify_chain(..., [])`) when the certificate arrived."""
+    for cert in path:
+        for at in times:
+            _check_validity(cert, at)
 
 
 def valid_throughout(chain: list[x509.Certificate], times: list[dt.datetime]) -> bool:

@@ -27,7 +27,10 @@ class PayloadError(ValueError):
 
 @dataclass(frozen=True)
 class Gap:
-    """Readings first..last (inclusive seqs) were dropped before sealing, for `why`."""
+    """Readings first..last (inclusive seqs) will never be delivered, for `why`: dropped
+    before sealing (the gap ends right before its batch), or sealed earlier and dropped
+    from a full buffer before delivery (a drop record: a seal of no readings whose gap
+    lies wholly before its s0)."""
 
     first: int
     last: int
@@ -52,6 +55,16 @@ class SealPayload:
     @property
     def last_seq(self) -> int:
         return self.s0 + self.n - 1
+
+    @property
+    def drop_record(self) -> bool:
+        """Whether this seal records sealed batches dropped before delivery."""
+        return self.gap is not None and self.gap.last + 1 < self.s0
+
+    @property
+    def first_seq(self) -> int:
+        """Where this seal's account of seqs starts: its gap (lost before sealing), else s0."""
+        return self.gap.first if self.gap is not None and not self.drop_record else self.s0
 
     def encode(self) -> bytes:
         body: dict[str, Any] = {
@@ -86,8 +99,10 @@ class SealPayload:
         )
         if p.n == 0 and gap is None:
             raise PayloadError("a seal of no readings must record a gap")
-        if gap is not None and gap.last + 1 != p.s0:
-            raise PayloadError("a gap must end right before the batch's first seq")
+        if gap is not None and gap.last + 1 != p.s0 and not (p.n == 0 and gap.last < p.s0):
+            raise PayloadError(
+                "a gap must end right before the batch's first seq, or, in a seal of no readings, lie before it"
+            )
         return p
 
 

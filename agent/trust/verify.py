@@ -38,10 +38,11 @@ from agent.trust.bundle import (
     decode_bundle,
 )
 from agent.trust.certs import ChainError, DeviceIdentity, key_id, parse_der_chain, verify_chain
+from agent.trust.chain import GapRecord, drop_tiling, first_seal_problems, link_seals
 from agent.trust.leaf import LeafError, check_leaves, decode_leaf, leaf_hashes, salted_leaf_hash
 from agent.trust.payloads import (
-    ZERO_HASH,
     CheckpointPayload,
+    Gap,
     PayloadError,
     SealPayload,
     open_checkpoint,
@@ -58,15 +59,6 @@ class Finding:
 
     def __str__(self) -> str:
         return f"{self.where}: {self.message}"
-
-
-@dataclass(frozen=True)
-class GapRecord:
-    first: int
-    last: int
-    why: str
-    b: int | None  # the batch whose seal records it; None for a restart gap
-    signed: bool
 
 
 @dataclass
@@ -313,35 +305,29 @@ class _Verifier:
     def _chain(self, seals: list[_Seal]) -> None:
         r = self.report
         ordered = sorted(seals, key=lambda s: s.payload.b)
-        first = ordered[0].payload
-        if first.b == 1 and first.prev != ZERO_HASH:
-            r.fail("batches (b=1)", "the first seal's prev must be 32 zero bytes")
-        if first.b == 1 and (first.gap.first if first.gap else first.s0) != 1:
-            r.fail("batches (b=1)", "the first seal must account for seq 1 (as a reading or in a gap)")
+        if ordered[0].payload.b == 1:
+            for problem in first_seal_problems(ordered[0].payload):
+                r.fail("batches (b=1)", problem)
+        dropped = [(g, s.payload.b) for s in ordered if s.payload.drop_record and (g := s.payload.gap)]
         for prev, cur in zip(ordered, ordered[1:]):
-            self._link(prev, cur, r)
+            self._link(prev, cur, dropped, r)
         self._record_gaps(ordered)
         r.complete = _complete_ranges(ordered)
 
-    def _link(self, prev: _Seal, cur: _Seal, r: Report) -> None:
+    def _link(self, prev: _Seal, cur: _Seal, dropped: list[tuple[Gap, int]], r: Report) -> None:
         p, c = prev.payload, cur.payload
         where = f"batches[{cur.index}] (b={c.b})"
+        if c.b > p.b + 1 and drop_tiling((p.last_seq + 1, c.first_seq - 1), dropped):
+            return  # dropped undelivered, as signed drop records say; their seals stay in the log
         if c.b != p.b + 1:
             hole = f"{p.b + 1}" if c.b == p.b + 2 else f"{p.b + 1}..{c.b - 1}"
             r.fail(where, "duplicate batch number" if c.b == p.b else f"batch(es) {hole} missing")
             return
-        if c.boot < p.boot:
-            r.fail(where, f"boot went back from {p.boot} to {c.boot}")
-        if c.prev != seal_digest(prev.cose_bytes):
-            r.fail(where, "prev is not the hash of the previous seal")
-        expected = p.last_seq + 1
-        first = c.gap.first if c.gap else c.s0
-        if first == expected:
-            return
-        if c.boot > p.boot and first > expected and c.gap is None:
-            r.gaps.append(GapRecord(expected, first - 1, f"lost at restart (boot {p.boot} -> {c.boot})", None, False))
-            return
-        r.fail(where, f"seq continues at {first}, expected {expected}: {first - expected:+d} readings unexplained")
+        joined = link_seals(p, seal_digest(prev.cose_bytes), c)
+        for problem in joined.problems:
+            r.fail(where, problem)
+        if joined.restart_gap is not None:
+            r.gaps.append(joined.restart_gap)
 
     def _record_gaps(self, ordered: list[_Seal]) -> None:
         for s in ordered:
