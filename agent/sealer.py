@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -22,11 +23,13 @@ from agent.errors import SigningError
 from agent.keys.signer import Signer, key_id
 from agent.sequencer import OpenBatch, Sequencer
 from agent.trust import cose, merkle
+from agent.trust.leaf import SALT_KEY_SIZE
 from agent.trust.payloads import (
     CHECKPOINT_CONTENT_TYPE,
     SEAL_CONTENT_TYPE,
     ZERO_HASH,
     CheckpointPayload,
+    Gap,
     SealPayload,
     seal_digest,
 )
@@ -71,6 +74,11 @@ class Sealer:
     def log_size(self) -> int:
         return self._log.size
 
+    @property
+    def chain_der(self) -> list[bytes]:
+        """The signer's certificate chain, device first, as DER."""
+        return list(self._x5chain)
+
     async def run(self, stop: asyncio.Event) -> None:
         """Seal until `stop` is set, then finish: a seal being signed is never abandoned."""
         while not stop.is_set():
@@ -81,9 +89,9 @@ class Sealer:
         await self.finish()
 
     async def seal_pending(self) -> None:
-        """Seal what is committed or queued now, oldest batch first. Batches that fill
-        while the key signs wait for the next call, so checkpoints are made in between
-        however slow the signer is."""
+        """Seal what is committed or queued now, oldest batch first, then record the
+        batches the disk budget dropped. Batches that fill while the key signs wait for
+        the next call, so checkpoints are made in between however slow the signer is."""
         await self._sequencer.drain()
         for _ in range(self._sequencer.ready()):
             batch = self._sequencer.take_batch()
@@ -92,6 +100,8 @@ class Sealer:
             await self._seal(batch)
             if self._checkpoint_due():
                 await self.checkpoint()
+        for drop in self._buffer.pending_drops():
+            await self._seal_drop(drop)
 
     async def finish(self) -> None:
         """At shutdown (sources stopped): seal what is left and cover it with a checkpoint."""
@@ -100,30 +110,34 @@ class Sealer:
             await self.checkpoint()
 
     async def _seal(self, batch: OpenBatch) -> None:
+        b = await self._commit(batch.s0, batch.n, batch.tree.root(), batch.salt_key, batch.gap)
+        if batch.gap:
+            g = batch.gap
+            log.warning("sealed gap: seq %d..%d (%s) in batch %d", g.first, g.last, g.why, b)
+
+    async def _seal_drop(self, drop: Gap) -> None:
+        """A drop record: a seal of no readings whose gap names sealed batches that the
+        disk budget dropped before delivery. It sits where the next batch will start."""
+        s0, salt_key = self._sequencer.unsealed_from(), os.urandom(SALT_KEY_SIZE)  # the salt salts nothing
+        b = await self._commit(s0, 0, merkle.EMPTY_ROOT, salt_key, drop, records_drop=drop.first)
+        log.warning("sealed drop record: seq %d..%d (%s) in batch %d", drop.first, drop.last, drop.why, b)
+
+    async def _commit(
+        self, s0: int, n: int, root: bytes, salt_key: bytes, gap: Gap | None, records_drop: int | None = None
+    ) -> int:
         b = self._log.size + 1
-        payload = SealPayload(
-            dev=self._device_id,
-            boot=self._boot,
-            b=b,
-            s0=batch.s0,
-            n=batch.n,
-            root=batch.tree.root(),
-            prev=self._prev,
-            t=self._clock(),
-            gap=batch.gap,
-        )
+        payload = SealPayload(self._device_id, self._boot, b, s0, n, root, self._prev, self._clock(), gap)
         cose_bytes = await self._sign(SEAL_CONTENT_TYPE, payload.encode(), self._send_chain)
         log_after = self._log.copy()
         log_after.append(merkle.leaf_hash(cose_bytes))
-        row = SealRow(b, batch.s0, batch.n, payload.t, batch.salt_key, cose_bytes, log_after.nodes)
-        await _persistently(lambda: _now(self._buffer.commit_seal, row), BufferWriteError, f"storing seal b={b}")
+        row = SealRow(b, s0, n, payload.t, salt_key, cose_bytes, log_after.nodes)
+        commit = self._buffer.commit_seal
+        await _persistently(lambda: _now(commit, row, records_drop), BufferWriteError, f"storing seal b={b}")
         self._send_chain = False
         self._prev = seal_digest(cose_bytes)
         self._log = log_after
         self.seals_made += 1
-        if batch.gap:
-            g = batch.gap
-            log.warning("sealed gap: seq %d..%d (%s) in batch %d", g.first, g.last, g.why, b)
+        return b
 
     def _checkpoint_due(self) -> bool:
         fresh = self._log.size - self._checkpointed

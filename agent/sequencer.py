@@ -59,6 +59,11 @@ class OpenBatch:
     def empty(self) -> bool:
         return not self.tree.size and self.gap is None
 
+    @property
+    def first(self) -> int:
+        """The first seq this batch accounts for: its gap's, else s0."""
+        return self.gap.first if self.gap is not None else self.s0
+
     def add(self, first_seq: int, leaves: Sequence[bytes]) -> None:
         assert first_seq == self.s0 + self.n, "leaves must be contiguous"
         self.tree.extend(leaf_hashes(self.salt_key, first_seq, leaves))
@@ -213,6 +218,10 @@ class Sequencer:
     def ready(self) -> int:
         """How many batches could be sealed now."""
         return len(self._closed) + (0 if self._open.empty else 1)
+
+    def unsealed_from(self) -> int:
+        """The first seq no closed batch covers: where a seal made now must leave off."""
+        return self._closed[0].first if self._closed else self._open.first
 
     def take_batch(self) -> OpenBatch | None:
         """The oldest batch ready to seal, closing the open one if it holds anything."""

@@ -121,6 +121,40 @@ Duration = Annotated[
 ]
 
 
+# Sizes: "500MB", "2GiB", "64kB" or a bare number of bytes; decimal (kB, MB, GB) and
+# binary (KiB, MiB, GiB) units, as disks and operators use both.
+BYTES_TEXT = "a size like 500MB, 2GiB or a number of bytes, at least 1MB"
+_BYTES = re.compile(r"([0-9]+(?:\.[0-9]+)?) ?(B|kB|KB|KiB|MB|MiB|GB|GiB|TB|TiB)?")
+_BYTES_PER_UNIT = {"B": 1, "kB": 10**3, "KB": 10**3, "KiB": 2**10, "MB": 10**6, "MiB": 2**20}
+_BYTES_PER_UNIT |= {"GB": 10**9, "GiB": 2**30, "TB": 10**12, "TiB": 2**40}
+MIN_BYTES = 10**6
+
+
+def _validate_bytes(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise expected(BYTES_TEXT)
+    if isinstance(value, int):
+        size = value
+    else:
+        match = _BYTES.fullmatch(value)
+        if not match:
+            raise expected(BYTES_TEXT)
+        size = int(float(match[1]) * _BYTES_PER_UNIT[match[2] or "B"])
+    if size < MIN_BYTES:
+        raise expected(BYTES_TEXT)
+    return size
+
+
+ByteSize = Annotated[
+    int,
+    PlainValidator(_validate_bytes),
+    WithJsonSchema(
+        {"anyOf": [{"type": "integer", "minimum": MIN_BYTES}, {"type": "string", "pattern": f"^{_BYTES.pattern}$"}]}
+    ),
+    Expected(BYTES_TEXT),
+]
+
+
 @runtime_checkable
 class DefinesTags(Protocol):
     """A source model that lists its tag names itself (e.g. because it generates some).

@@ -40,6 +40,20 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (kid, chain)
     );
     """,
+    # 2: delivery over MQTT and the disk budget
+    """
+    ALTER TABLE seals ADD COLUMN delivered INTEGER;           -- ns the broker acknowledged it; NULL: not yet
+    -- readings deleted: 1 after delivery, 2 dropped undelivered (the disk budget)
+    ALTER TABLE seals ADD COLUMN gone INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE checkpoints ADD COLUMN delivered INTEGER;     -- ns the broker acknowledged it; NULL: not yet
+    CREATE INDEX seals_undelivered ON seals(b) WHERE delivered IS NULL AND gone = 0;
+    CREATE TABLE drops (
+        first    INTEGER PRIMARY KEY,           -- seqs first..last, sealed, dropped undelivered
+        last     INTEGER NOT NULL,
+        why      TEXT NOT NULL,
+        sealed_b INTEGER                        -- the seal that records the drop; NULL until made
+    );
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -29,6 +29,7 @@ from typing import Any, TextIO
 from agent.buffer.schema import SCHEMA_VERSION, migrate
 from agent.errors import BufferError_
 from agent.trust import cbor, merkle
+from agent.trust.payloads import Gap
 
 DB_NAME = "buffer.db"
 LOCK_NAME = "agent.lock"
@@ -53,6 +54,28 @@ class SealRow:
     @classmethod
     def from_row(cls, row: tuple[Any, ...]) -> SealRow:
         return cls(*row[:6], cbor.decode(row[6]))
+
+
+@dataclass(frozen=True)
+class OutgoingBatch:
+    """A sealed batch to publish: its seal, salt key and exact reading leaves."""
+
+    b: int
+    t: int  # seal time, ns
+    cose: bytes
+    salt_key: bytes
+    readings: list[bytes]
+
+
+@dataclass(frozen=True)
+class Backlog:
+    """What waits for the broker, and what the disk budget cost."""
+
+    batches: int  # sealed, not yet acknowledged
+    readings: int
+    oldest_t: int | None  # seal time of the oldest waiting batch, ns
+    dropped_batches: int  # dropped undelivered when the budget was reached, ever
+    used_bytes: int
 
 
 class Buffer:
@@ -154,12 +177,16 @@ class Buffer:
 
     # -- seals, log, checkpoints ------------------------------------------------------
 
-    def commit_seal(self, seal: SealRow) -> None:
+    def commit_seal(self, seal: SealRow, records_drop: int | None = None) -> None:
+        """Stores a seal; a drop record also marks its drop (by first seq) as recorded,
+        in the same transaction, so a drop is recorded exactly once."""
         with self._writing(f"store seal b={seal.b}"), self._durable():
             self._conn.execute(
                 f"INSERT INTO seals({_SEAL_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (seal.b, seal.s0, seal.n, seal.t, seal.salt_key, seal.cose, cbor.encode(seal.log_frontier)),
             )
+            if records_drop is not None:
+                self._conn.execute("UPDATE drops SET sealed_b = ? WHERE first = ?", (seal.b, records_drop))
 
     def seals(self, first_b: int = 1, last_b: int | None = None) -> Iterator[SealRow]:
         last_b = last_b if last_b is not None else 2**62
@@ -180,6 +207,86 @@ class Buffer:
 
     def last_checkpoint_size(self) -> int:
         return int(self._conn.execute("SELECT coalesce(max(size), 0) FROM checkpoints").fetchone()[0])
+
+    # -- delivery and the disk budget ---------------------------------------------------
+
+    def undelivered(self, after_b: int, limit: int) -> list[OutgoingBatch]:
+        """The oldest sealed batches after `after_b` the broker has not acknowledged, with
+        their readings (a drop record has none)."""
+        rows = self._conn.execute(
+            "SELECT b, s0, n, t, salt_key, cose FROM seals"
+            " WHERE b > ? AND delivered IS NULL AND gone = 0 ORDER BY b LIMIT ?",
+            (after_b, limit),
+        ).fetchall()
+        return [
+            OutgoingBatch(b, t, cose, salt_key, [leaf for _, leaf in self.readings(s0, s0 + n - 1)] if n else [])
+            for b, s0, n, t, salt_key, cose in rows
+        ]
+
+    def mark_delivered(self, b: int, at_ns: int) -> None:
+        """Not fsync'd: a mark lost to a power cut only means the batch is sent again."""
+        with self._writing(f"mark batch {b} delivered"):
+            self._conn.execute("UPDATE seals SET delivered = ? WHERE b = ?", (at_ns, b))
+
+    def undelivered_checkpoints(self) -> list[tuple[int, bytes]]:
+        return self._conn.execute("SELECT size, cose FROM checkpoints WHERE delivered IS NULL ORDER BY size").fetchall()
+
+    def mark_checkpoint_delivered(self, size: int, at_ns: int) -> None:
+        with self._writing(f"mark checkpoint {size} delivered"):
+            self._conn.execute("UPDATE checkpoints SET delivered = ? WHERE size = ?", (at_ns, size))
+
+    def backlog(self) -> Backlog:
+        waiting, readings, oldest = self._conn.execute(
+            "SELECT count(*), coalesce(sum(n), 0), min(t) FROM seals WHERE delivered IS NULL AND gone = 0"
+        ).fetchone()
+        (dropped,) = self._conn.execute("SELECT count(*) FROM seals WHERE gone = 2").fetchone()
+        return Backlog(waiting, readings, oldest, dropped, self.used_bytes())
+
+    def used_bytes(self) -> int:
+        """Bytes of the database in use: freed pages are reused before the file grows."""
+        (pages,) = self._conn.execute("PRAGMA page_count").fetchone()
+        (free,) = self._conn.execute("PRAGMA freelist_count").fetchone()
+        (size,) = self._conn.execute("PRAGMA page_size").fetchone()
+        return (pages - free) * size
+
+    def prune_delivered(self, batches: int, sealed_before: int | None = None) -> int:
+        """Deletes the readings of up to `batches` of the oldest delivered batches (sealed
+        before `sealed_before`, if given); returns how many. Their seals stay: the seal log
+        and its proofs need them."""
+        limit = sealed_before if sealed_before is not None else 2**63 - 1
+        rows = self._conn.execute(
+            "SELECT b, s0, n FROM seals WHERE delivered IS NOT NULL AND gone = 0 AND t < ? ORDER BY b LIMIT ?",
+            (limit, batches),
+        ).fetchall()
+        if rows:
+            with self._writing("delete delivered readings"), self._durable():
+                self._forget(rows, gone=1)
+        return len(rows)
+
+    def drop_undelivered(self, batches: int, why: str) -> Gap | None:
+        """Deletes the readings of up to `batches` of the oldest undelivered batches and
+        notes the drop for the sealer to record (a signed gap), in one transaction."""
+        rows = self._conn.execute(
+            "SELECT b, s0, n FROM seals WHERE delivered IS NULL AND gone = 0 AND n > 0 ORDER BY b LIMIT ?", (batches,)
+        ).fetchall()
+        if not rows:
+            return None
+        gap = Gap(rows[0][1], rows[-1][1] + rows[-1][2] - 1, why)
+        with self._writing("drop undelivered readings"), self._durable():
+            self._forget(rows, gone=2)
+            self._conn.execute("INSERT INTO drops(first, last, why) VALUES (?, ?, ?)", (gap.first, gap.last, why))
+        return gap
+
+    def pending_drops(self) -> list[Gap]:
+        """Drops no seal records yet, oldest first."""
+        rows = self._conn.execute("SELECT first, last, why FROM drops WHERE sealed_b IS NULL ORDER BY first")
+        return [Gap(*row) for row in rows]
+
+    def _forget(self, rows: list[tuple[int, int, int]], gone: int) -> None:
+        self._conn.executemany(
+            "DELETE FROM readings WHERE seq BETWEEN ? AND ?", [(s0, s0 + n - 1) for _, s0, n in rows]
+        )
+        self._conn.executemany("UPDATE seals SET gone = ? WHERE b = ?", [(gone, b) for b, _, _ in rows])
 
     # -- identities -----------------------------------------------------------------
 
