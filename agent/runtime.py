@@ -19,14 +19,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import drivers
+from agent import __version__
 from agent.buffer.store import Buffer
 from agent.errors import KeyError_
 from agent.keys import open_signer
 from agent.keys.signer import Signer
+from agent.publish.publisher import Identity
+from agent.publish.service import start_publishing
+from agent.retention import Retention
 from agent.sealer import Sealer
 from agent.sequencer import Sequencer
 from agent.trust.certs import device_id_of
-from drivers.api import DriverContext
+from drivers.api import DriverContext, ReadingSink
 
 SecretReader = Callable[[str], Awaitable[str]]
 log = logging.getLogger(__name__)
@@ -79,7 +83,7 @@ async def _run_with(config: Any, buffer: Buffer, signer: Signer, stop: asyncio.E
             checkpoint_interval=config.seal.checkpoint_interval,
         )
         log.info("edgeseal started: device %s, boot %d, next seq %d", config.device.id, stats.boot, buffer.next_seq())
-    await _run_pipeline(config, sequencer, sealer, stop, stats, _secret_reader(config.identity, signer))
+    await _run_pipeline(config, buffer, sequencer, sealer, stop, stats, _secret_reader(config.identity, signer))
     stats.seals, stats.log_size, stats.dropped = sealer.seals_made, sealer.log_size, sequencer.dropped
     log.info(
         "edgeseal stopped: %d seals this run, device log size %d, sealed through seq %d, %d readings dropped",
@@ -93,6 +97,7 @@ async def _run_with(config: Any, buffer: Buffer, signer: Signer, stop: asyncio.E
 
 async def _run_pipeline(
     config: Any,
+    buffer: Buffer,
     sequencer: Sequencer,
     sealer: Sealer,
     stop: asyncio.Event,
@@ -101,16 +106,24 @@ async def _run_pipeline(
 ) -> None:
     flusher = asyncio.create_task(sequencer.run(), name="sequencer")
     sealing = asyncio.create_task(sealer.run(stop), name="sealer")
+    sink: ReadingSink = sequencer
+    running = [("retention", _retention(config, buffer).run())]
+    publishing = None
+    if config.mqtt is not None:
+        identity = Identity(config.device.id, __version__, stats.boot, sealer.chain_der)
+        publishing = await start_publishing(config.mqtt, buffer, identity, secret)
+        running += publishing.services()
+        sink = publishing.sink(sequencer)
+    services = [asyncio.create_task(coroutine, name=name) for name, coroutine in running]
     sources = [
-        asyncio.create_task(
-            _supervise(source, sequencer, config.buffer.dir, stats, secret), name=f"source:{source.name}"
-        )
+        asyncio.create_task(_supervise(source, sink, config.buffer.dir, stats, secret), name=f"source:{source.name}")
         for source in config.sources
     ]
     stopping = asyncio.create_task(stop.wait(), name="stop")
     try:
-        # The sealer or the flusher ending on its own is a fault: stop and let it raise.
-        await asyncio.wait({stopping, sealing, flusher}, return_when=asyncio.FIRST_COMPLETED)
+        # The sealer, the flusher or a service ending on its own is a fault: stop and let it raise.
+        await asyncio.wait({stopping, sealing, flusher, *services}, return_when=asyncio.FIRST_COMPLETED)
+        ended = [task.get_name() for task in services if task.done() and not task.cancelled() and not task.exception()]
     finally:
         stopping.cancel()
         for task in sources:
@@ -120,14 +133,27 @@ async def _run_pipeline(
         try:
             await sealing  # finishes: final flush, seal and checkpoint
         finally:
-            flusher.cancel()
-            await asyncio.gather(flusher, return_exceptions=True)
-    if not flusher.cancelled() and flusher.exception() is not None:
-        raise flusher.exception()  # type: ignore[misc]
+            if publishing is not None:
+                await publishing.close()
+            # one at a time, the last started first: the publisher stops while its connection
+            # is still up, so no publish of its fails in the middle of its cancellation
+            for task in (*reversed(services), flusher):
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+    for task in (flusher, *services):
+        if not task.cancelled() and task.exception() is not None:
+            raise task.exception()  # type: ignore[misc]
+    if ended:  # a service returns only by a bug: the agent stops rather than run without it
+        raise RuntimeError(f"the {', '.join(ended)} service stopped by itself")
+
+
+def _retention(config: Any, buffer: Buffer) -> Retention:
+    budget = config.buffer
+    return Retention(buffer, max_bytes=budget.max_bytes, keep_delivered=budget.keep_delivered, warn_at=budget.warn_at)
 
 
 async def _supervise(
-    source: Any, sequencer: Sequencer, state_dir: str, stats: RunStats, secret: SecretReader | None = None
+    source: Any, sink: ReadingSink, state_dir: str, stats: RunStats, secret: SecretReader | None = None
 ) -> None:
     """Run one source; a crash (a bug: device faults are readings) restarts it with
     backoff, which starts over once it has run well for HEALTHY_AFTER seconds."""
@@ -137,7 +163,7 @@ async def _supervise(
     while True:
         started = time.monotonic()
         try:
-            driver = drivers.driver_module(source.type).create(source, sequencer, context)
+            driver = drivers.driver_module(source.type).create(source, sink, context)
             await driver.run()
             log.error("source %s stopped by itself; restarting it", source.name)
         except asyncio.CancelledError:

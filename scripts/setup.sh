@@ -14,8 +14,9 @@ fi
 log=.venv/install.log
 
 # Debian packages: swtpm for the software TPM; tpm2-pytss compiles against libtss2 from source;
-# socat and mbpoll for the Modbus tests (RTU over a pseudo-terminal pair; an independent client)
-system_packages="swtpm swtpm-tools libtss2-dev pkg-config gcc python3-dev socat mbpoll"
+# socat and mbpoll for the Modbus tests (RTU over a pseudo-terminal pair; an independent client);
+# mosquitto, the MQTT broker of the publishing tests
+system_packages="swtpm swtpm-tools libtss2-dev pkg-config gcc python3-dev socat mbpoll mosquitto"
 # Node.js for the tests' independent OPC UA server (node-opcua), unless a Node.js with npm
 # is already installed (e.g. from NodeSource, whose nodejs package includes npm)
 if [ "${1:-}" = "test" ] && ! command -v npm >/dev/null; then

@@ -6,7 +6,7 @@
 """
 
 from agent.config.loader import load_config
-from agent.config.model import BufferConfig, Config, DeviceConfig, IdentityConfig, SealConfig
+from agent.config.model import BufferConfig, Config, DeviceConfig, IdentityConfig, MqttConfig, SealConfig
 from agent.config.schema import config_schema
 
 __all__ = [
@@ -14,6 +14,7 @@ __all__ = [
     "Config",
     "DeviceConfig",
     "IdentityConfig",
+    "MqttConfig",
     "SealConfig",
     "config_schema",
     "load_config",

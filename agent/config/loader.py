@@ -47,4 +47,9 @@ def _paths_from(config: Config, folder: str) -> Config:
         }
     )
     buffer = config.buffer.model_copy(update={"dir": resolve(config.buffer.dir)})
-    return config.model_copy(update={"identity": identity, "buffer": buffer})
+    mqtt = config.mqtt
+    if mqtt is not None and mqtt.tls is not None:
+        files = {name: getattr(mqtt.tls, name) for name in ("ca_file", "cert_file", "key_file")}
+        tls = mqtt.tls.model_copy(update={name: path and resolve(path) for name, path in files.items()})
+        mqtt = mqtt.model_copy(update={"tls": tls})
+    return config.model_copy(update={"identity": identity, "buffer": buffer, "mqtt": mqtt})

@@ -13,9 +13,21 @@ from agent.config.document import format_path
 from agent.keys.tpm.handles import DEFAULT_HANDLE, handle_problem
 from agent.keys.tpm.tcti import TCTI_RULE, parse_tcti
 from agent.trust.certs import DEVICE_ID_PATTERN, DEVICE_ID_RULE
-from drivers.config_types import AgentWide, DefinesTags, Duration, Expected, Matching, SubPath, expected, findings
+from drivers.config_types import (
+    AgentWide,
+    ByteSize,
+    DefinesTags,
+    Duration,
+    Expected,
+    Matching,
+    SubPath,
+    expected,
+    findings,
+)
 
 DeviceId = Annotated[str, Matching(DEVICE_ID_RULE, DEVICE_ID_PATTERN)]
+MQTT_URL_RULE = "a broker URL like mqtt://broker.local or mqtts://broker.local:8883"
+MQTT_URL_PATTERN = r"mqtts?://(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)(?::[0-9]{1,5})?/?"
 FilePath = Annotated[str, Expected("a file path")]
 
 
@@ -162,6 +174,95 @@ class BufferConfig(_Section):
         description="Readings held in memory while the database cannot be written. "
         "Beyond this the oldest are dropped, and the loss is recorded as a signed gap.",
     )
+    max_bytes: ByteSize = Field(
+        1 << 30,
+        description="Disk budget of the buffer, e.g. 2GB or 500MiB. When it is reached, the readings of "
+        "delivered batches are deleted first, then those of the oldest undelivered ones, recorded as a "
+        "signed gap; reading never stops.",
+    )
+    keep_delivered: Duration = Field(
+        7 * 86400.0,
+        description="How long the readings of delivered batches stay in the buffer (for local exports), "
+        "e.g. 7d; less when the budget needs the room. Seals and checkpoints are always kept.",
+    )
+    warn_at: int = Field(80, ge=1, le=100, description="Warn when the buffer fills this percentage of max_bytes.")
+
+
+class MqttTls(_Section):
+    """TLS to the broker (with an mqtts:// URL)."""
+
+    ca_file: FilePath | None = Field(
+        None,
+        min_length=1,
+        description="CA certificate(s) that sign the broker's certificate (PEM). Default: the system's.",
+    )
+    cert_file: FilePath | None = Field(
+        None, min_length=1, description="This gateway's client certificate (PEM), for mutual TLS."
+    )
+    key_file: FilePath | None = Field(None, min_length=1, description="Its private key (PEM), for mutual TLS.")
+
+    @model_validator(mode="after")
+    def _pair(self) -> MqttTls:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise findings([((), "expected cert_file and key_file together (mutual TLS), found only one")])
+        return self
+
+
+class MqttLive(_Section):
+    """An unsigned mirror of the latest value of each tag, for dashboards."""
+
+    enabled: bool = Field(False, description="Publish each reading as plain JSON on PREFIX/live/TAG (not signed).")
+
+
+class MqttConfig(_Section):
+    """The MQTT broker that sealed batches, checkpoints and the certificate go to."""
+
+    url: Annotated[str, Matching(MQTT_URL_RULE, MQTT_URL_PATTERN)] = Field(
+        description="The broker: mqtt://HOST[:PORT] (port 1883) or mqtts://HOST[:PORT] (TLS, port 8883)."
+    )
+    client_id: str | None = Field(
+        None, min_length=1, max_length=64, description="MQTT client id. Default: edgeseal-DEVICE_ID."
+    )
+    protocol: Literal["3.1.1", "5"] = Field("5", description="MQTT protocol version: 3.1.1 or 5.")
+    keepalive: Duration = Field(
+        30.0, description="Keep-alive interval, e.g. 30s; a silent broker is noticed after 1.5x this."
+    )
+    clean_start: bool = Field(
+        False,
+        description="Start a clean session at each connect. "
+        "Default: a persistent session (the broker keeps QoS 1 state).",
+    )
+    tls: MqttTls | None = Field(None, description="TLS settings, with an mqtts:// URL.")
+    username: str | None = Field(None, min_length=1, description="User name at the broker.")
+    password_env: str | None = Field(None, min_length=1, description="Environment variable holding the password.")
+    password_secret: str | None = Field(
+        None, min_length=1, description="Name of a TPM-sealed secret holding the password (needs identity.signer: tpm)."
+    )
+    topic_prefix: str = Field(
+        "edgeseal/v1/{device}",
+        min_length=1,
+        description="Topics start with this; {device} is the device id, e.g. plant7/edgeseal/{device}.",
+    )
+    max_in_flight: int = Field(10, ge=1, le=1000, description="Batches published and not yet acknowledged, at most.")
+    drain_rate: float = Field(
+        20.0,
+        gt=0,
+        description="Batches per second at most while catching up a backlog, so live data keeps flowing.",
+    )
+    live: MqttLive = Field(MqttLive(), description="Unsigned live values for dashboards; off by default.")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> MqttConfig:
+        found: list[tuple[SubPath, str]] = []
+        if self.tls is not None and not self.url.startswith("mqtts://"):
+            found.append((("tls",), "expected tls settings only with an mqtts:// url, found them with mqtt://"))
+        if self.password_env is not None and self.password_secret is not None:
+            found.append((("password_secret",), "expected one of password_env or password_secret, found both"))
+        if (self.password_env or self.password_secret) and self.username is None:
+            found.append((("username",), "expected a username with a password, found none"))
+        if found:
+            raise findings(found)
+        return self
 
 
 def _source_type() -> Any:
@@ -183,6 +284,7 @@ class Config(_Section):
     )
     seal: SealConfig = Field(default=SealConfig(), description="When readings are sealed and checkpointed.")
     buffer: BufferConfig = Field(default=BufferConfig(), description="The local buffer on disk.")
+    mqtt: MqttConfig | None = Field(None, description="Where sealed data is published. Default: not published.")
 
     @field_validator("sources")
     @classmethod

@@ -20,10 +20,12 @@ from agent.config import (
     Config,
     DeviceConfig,
     IdentityConfig,
+    MqttConfig,
     SealConfig,
     config_schema,
     load_config,
 )
+from agent.config.model import MqttLive, MqttTls
 from agent.config.yaml_loader import load_yaml
 from agent.errors import ConfigError
 
@@ -105,7 +107,7 @@ def test_every_field_has_a_description() -> None:
     assert missing == []
 
 
-AGENT_MODELS = [Config, DeviceConfig, IdentityConfig, SealConfig, BufferConfig]
+AGENT_MODELS = [Config, DeviceConfig, IdentityConfig, SealConfig, BufferConfig, MqttConfig, MqttTls, MqttLive]
 SIMULATOR_MODELS = [simulator.SourceConfig, simulator.SimTag, simulator.Fault, simulator.Generate]
 MODBUS_MODELS = [modbus.SourceConfig, modbus.SerialConfig, modbus.ModbusDevice, modbus.ModbusTag]
 OPCUA_MODELS = [

@@ -1,0 +1,1 @@
+"""Publishing sealed data over MQTT."""
