@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from agent import cli_commissioning as commissioning
-from agent.cli_args import positive_seconds
+from agent.cli_args import positive_int, positive_seconds
 from agent.errors import EdgesealError, InvalidBundle, UsageError
 
 if TYPE_CHECKING:
@@ -64,6 +64,28 @@ def _parser() -> argparse.ArgumentParser:
     verify.add_argument(
         "--jobs", type=int, default=os.cpu_count() or 1, help="processes that check batches (default: all cores)"
     )
+
+    watch = sub.add_parser("watch", help="check a device's batches live, as they arrive over MQTT")
+    watch.add_argument("--mqtt", required=True, metavar="URL", help="the broker: mqtt://HOST[:PORT] or mqtts://…")
+    watch.add_argument(
+        "--topic", required=True, metavar="PREFIX", help="the agent's topic prefix, e.g. edgeseal/v1/GW-1"
+    )
+    watch.add_argument("--ca", required=True, type=Path, metavar="PEM", help="PEM file of trusted root certificate(s)")
+    watch.add_argument("--json", action="store_true", help="one JSON object per event line")
+    until = watch.add_mutually_exclusive_group()
+    until.add_argument("--count", type=positive_int, metavar="N", help="stop after N batch messages")
+    until.add_argument("--seconds", type=positive_seconds, metavar="S", help="stop after S seconds")
+    watch.add_argument(
+        "--tls-ca", metavar="PEM", help="CA of the broker's certificate (mqtts://; default the system's)"
+    )
+    watch.add_argument("--cert", metavar="PEM", help="client certificate, for mutual TLS")
+    watch.add_argument("--key", metavar="PEM", help="its private key")
+    watch.add_argument("--username", help="user name at the broker")
+    watch.add_argument("--password-env", metavar="NAME", help="environment variable holding the password")
+
+    status = sub.add_parser("status", help="how far sealing and delivery have come, from the state directory")
+    status.add_argument("--state-dir", required=True, type=Path)
+    status.add_argument("--json", action="store_true", help="machine-readable")
 
     sub.add_parser("schema", help="print the configuration's JSON Schema")
 
@@ -150,6 +172,18 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _status(args: argparse.Namespace) -> int:
+    from agent.buffer.store import Buffer
+    from agent.status import print_status, read_status
+
+    buffer = Buffer.open(args.state_dir, create=False)
+    try:
+        print_status(read_status(buffer), sys.stdout, as_json=args.json)
+    finally:
+        buffer.close()
+    return 0
+
+
 def _verify(args: argparse.Namespace) -> int:
     from agent.report import render_json, render_text
     from agent.trust.bundle import NotABundle
@@ -182,6 +216,15 @@ def _verify_with_jobs(
         return verify_bundle(data, roots, pool.map, crls=crls)
 
 
+def _watch(args: argparse.Namespace) -> int:
+    from agent.watch import Broker, run_watch
+
+    broker = Broker(args.mqtt, args.tls_ca, args.cert, args.key, args.username, args.password_env)
+    return run_watch(
+        _read_roots(args.ca), args.topic, broker, as_json=args.json, count=args.count, seconds=args.seconds
+    )
+
+
 def _schema(args: argparse.Namespace) -> int:
     from agent.config import config_schema
 
@@ -194,7 +237,9 @@ _COMMANDS = {
     "demo": _demo,
     "check-config": _check_config,
     "export": _export,
+    "status": _status,
     "verify": _verify,
+    "watch": _watch,
     "schema": _schema,
     **commissioning.COMMANDS,
 }

@@ -1,0 +1,58 @@
+"""`edgeseal status`: what an operator asks first, read from the state directory without
+disturbing a running agent (no lock; a consistent snapshot): how far sealing has come,
+and what waits for the broker — batches, readings, the age of the oldest, and what the
+disk budget dropped."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from typing import TextIO
+
+from agent.buffer.store import Buffer
+
+
+@dataclass(frozen=True)
+class Status:
+    sealed_batches: int
+    last_seal_t: int | None
+    checkpointed: int  # seal log size the latest checkpoint covers
+    waiting_batches: int  # sealed, not yet acknowledged by the broker
+    waiting_readings: int
+    oldest_waiting_t: int | None
+    dropped_batches: int  # dropped undelivered when the disk budget was reached, ever
+    used_bytes: int
+
+
+def read_status(buffer: Buffer) -> Status:
+    with buffer.snapshot():
+        last = buffer.last_seal()
+        backlog = buffer.backlog()
+        return Status(
+            sealed_batches=last.b if last else 0,
+            last_seal_t=last.t if last else None,
+            checkpointed=buffer.last_checkpoint_size(),
+            waiting_batches=backlog.batches,
+            waiting_readings=backlog.readings,
+            oldest_waiting_t=backlog.oldest_t,
+            dropped_batches=backlog.dropped_batches,
+            used_bytes=backlog.used_bytes,
+        )
+
+
+def print_status(status: Status, out: TextIO, *, as_json: bool, now_ns: int | None = None) -> None:
+    if as_json:
+        print(json.dumps(asdict(status)), file=out)
+        return
+    now_ns = now_ns or time.time_ns()
+    print(f"sealed       {status.sealed_batches} batches, the last {_age(status.last_seal_t, now_ns)}", file=out)
+    print(f"checkpointed {status.checkpointed} of them", file=out)
+    oldest = f", the oldest sealed {_age(status.oldest_waiting_t, now_ns)}" if status.waiting_batches else ""
+    print(f"waiting      {status.waiting_batches} batches, {status.waiting_readings} readings{oldest}", file=out)
+    print(f"dropped      {status.dropped_batches} batches (disk budget)", file=out)
+    print(f"buffer       {status.used_bytes / 1e6:.1f} MB in use", file=out)
+
+
+def _age(t: int | None, now_ns: int) -> str:
+    return "never" if t is None else f"{max(0, now_ns - t) / 1e9:.0f}s ago"
