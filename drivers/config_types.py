@@ -155,6 +155,14 @@ ByteSize = Annotated[
 ]
 
 
+def backoff_findings(delay: float, delay_max: float) -> list[tuple[SubPath, str]]:
+    """The rule of every reconnect backoff: reconnect_delay_max is at least reconnect_delay."""
+    if delay_max >= delay:
+        return []
+    found = f"expected a duration >= reconnect_delay ({format_duration(delay)}), found {format_duration(delay_max)}"
+    return [(("reconnect_delay_max",), found)]
+
+
 @runtime_checkable
 class DefinesTags(Protocol):
     """A source model that lists its tag names itself (e.g. because it generates some).

@@ -21,6 +21,7 @@ from drivers.config_types import (
     Expected,
     Matching,
     SubPath,
+    backoff_findings,
     expected,
     findings,
 )
@@ -243,6 +244,12 @@ class MqttConfig(_Section):
         min_length=1,
         description="Topics start with this; {device} is the device id, e.g. plant7/edgeseal/{device}.",
     )
+    reconnect_delay: Duration = Field(
+        1.0, description="Wait before connecting again after a failure; doubles with each failure in a row."
+    )
+    reconnect_delay_max: Duration = Field(
+        60.0, description="Longest wait between two connection attempts: at most this long after a broker returns."
+    )
     max_in_flight: int = Field(10, ge=1, le=1000, description="Batches published and not yet acknowledged, at most.")
     drain_rate: float = Field(
         20.0,
@@ -260,6 +267,7 @@ class MqttConfig(_Section):
             found.append((("password_secret",), "expected one of password_env or password_secret, found both"))
         if (self.password_env or self.password_secret) and self.username is None:
             found.append((("username",), "expected a username with a password, found none"))
+        found += backoff_findings(self.reconnect_delay, self.reconnect_delay_max)
         if found:
             raise findings(found)
         return self

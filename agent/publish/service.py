@@ -57,6 +57,8 @@ async def start_publishing(mqtt: Any, buffer: Buffer, identity: Identity, secret
         username=mqtt.username,
         password=await _password(mqtt, secret),
         will=Will(topics.status, identity.status("offline")),
+        reconnect_delay=mqtt.reconnect_delay,
+        reconnect_delay_max=mqtt.reconnect_delay_max,
     )
     connection = MqttConnection(settings)
     publisher = Publisher(

@@ -18,7 +18,15 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field, model_validator
 
-from drivers.config_types import Duration, Expected, SourceName, SubPath, expected, findings, format_duration
+from drivers.config_types import (
+    Duration,
+    Expected,
+    SourceName,
+    SubPath,
+    backoff_findings,
+    expected,
+    findings,
+)
 from drivers.modbus.addressing import NOUNS
 from drivers.modbus.endpoint import URL_TEXT, Endpoint, parse_url
 from drivers.modbus.planner import MAX_BIT_GAP, MAX_BITS, MAX_GAP, MAX_REGISTERS, plan
@@ -199,15 +207,7 @@ class SourceConfig(StrictModel):
             problem = unit_problem(device.unit, endpoint)
             if problem:
                 found.append((("devices", index, "unit"), problem))
-        if self.reconnect_delay_max < self.reconnect_delay:
-            least = format_duration(self.reconnect_delay)
-            found.append(
-                (
-                    ("reconnect_delay_max",),
-                    f"expected a duration >= reconnect_delay ({least}), "
-                    f"found {format_duration(self.reconnect_delay_max)}",
-                )
-            )
+        found += backoff_findings(self.reconnect_delay, self.reconnect_delay_max)
         if found:
             raise findings(found)
         return self

@@ -25,9 +25,9 @@ from drivers.config_types import (
     SourceName,
     SubPath,
     TagName,
+    backoff_findings,
     expected,
     findings,
-    format_duration,
 )
 from drivers.opcua.nodeid import NODE_ID_TEXT, NodeRef, parse_node_id
 
@@ -291,14 +291,7 @@ class SourceConfig(StrictModel):
         found: list[tuple[SubPath, str]] = []
         if not self.groups and not self.events:
             found.append(((), "expected at least one entry in groups or events, found neither"))
-        if self.reconnect_delay_max < self.reconnect_delay:
-            found.append(
-                (
-                    ("reconnect_delay_max",),
-                    f"expected a duration >= reconnect_delay ({format_duration(self.reconnect_delay)}), "
-                    f"found {format_duration(self.reconnect_delay_max)}",
-                )
-            )
+        found += backoff_findings(self.reconnect_delay, self.reconnect_delay_max)
         if found:
             raise findings(found)
         return self
