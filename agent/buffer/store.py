@@ -265,9 +265,15 @@ class Buffer:
 
     def drop_undelivered(self, batches: int, why: str) -> Gap | None:
         """Deletes the readings of up to `batches` of the oldest undelivered batches and
-        notes the drop for the sealer to record (a signed gap), in one transaction."""
+        notes the drop for the sealer to record (a signed gap), in one transaction; None
+        when nothing can be dropped."""
+        # Never the newest batch with readings: a drop record then always names seqs that end
+        # before that batch, so its gap cannot end right before its own s0, which is the shape
+        # of the other kind of gap (readings lost before sealing).
         rows = self._conn.execute(
-            "SELECT b, s0, n FROM seals WHERE delivered IS NULL AND gone = 0 AND n > 0 ORDER BY b LIMIT ?", (batches,)
+            "SELECT b, s0, n FROM seals WHERE delivered IS NULL AND gone = 0 AND n > 0"
+            " AND b < (SELECT max(b) FROM seals WHERE n > 0) ORDER BY b LIMIT ?",
+            (batches,),
         ).fetchall()
         if not rows:
             return None

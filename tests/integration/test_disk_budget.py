@@ -12,8 +12,9 @@ from agent_harness import export_and_verify, run_for, write_config
 from cryptography import x509
 from fixtures import open_pipeline
 
+import agent.export
 import agent.retention
-from agent.buffer.store import Buffer
+from agent.buffer.store import Buffer, SealRow
 from agent.config import load_config
 from agent.export import export_bundle
 from agent.keys.software import SoftwareSigner
@@ -111,3 +112,52 @@ def test_the_agent_keeps_reading_within_a_small_budget(tmp_path: Path, monkeypat
     assert report.valid, report.findings
     assert any(g.signed and g.why.startswith("buffer full") for g in report.gaps)
     assert report.readings > 1000, "recent readings are kept"
+
+
+def test_a_hole_in_the_middle_verifies_only_with_the_drop_records_that_tile_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What a consumer holds after a drop: batches 1-2 (delivered before the outage), then
+    3-25 dropped undelivered in three drops (at most ten batches each; the newest batch, 26,
+    is never dropped), then 26 and the three records. Assembled as a bundle, it verifies;
+    without one record, the hole is a finding."""
+    identity = make_demo_identity(tmp_path, DEVICE)
+    signer = SoftwareSigner.from_files(identity.key_path, identity.chain_path)
+
+    async def scenario() -> None:
+        buffer, sequencer, sealer = open_pipeline(tmp_path / "state", signer, DEVICE)
+        for start in range(0, 2600, 100):  # b 1..26
+            await sequencer.submit(_readings(start, 100))
+            await sealer.seal_pending()
+        for b in (1, 2):
+            buffer.mark_delivered(b, time.time_ns())
+        for _ in range(3):  # 10 + 10 + 3 batches: b 3..25
+            assert buffer.drop_undelivered(10, "buffer full: test") is not None
+        assert buffer.drop_undelivered(10, "buffer full: test") is None, "the newest batch stays"
+        await sealer.finish()  # three drop records, b 27..29, and a checkpoint
+        buffer.close()
+
+    asyncio.run(scenario())
+    roots = x509.load_pem_x509_certificates(identity.ca_path.read_bytes())
+
+    def exported(leave_out: int | None = None) -> bytes:
+        def every_batch_with_its_readings(buffer: Buffer, size: int) -> tuple[list[SealRow], int]:
+            rows = [row for row in buffer.seals(1, size) if row.n == 0 or buffer.readings(row.s0, row.s0)]
+            return [row for row in rows if row.b != leave_out], 0
+
+        monkeypatch.setattr(agent.export, "_exportable", every_batch_with_its_readings)
+        buffer = Buffer.open(tmp_path / "state")
+        try:
+            return export_bundle(buffer)[0].encode()
+        finally:
+            buffer.close()
+
+    report = verify_bundle(exported(), roots)
+    assert report.valid, report.findings
+    drops = sorted((g.first, g.last, g.b) for g in report.gaps if g.signed)
+    assert drops == [(201, 1200, 27), (1201, 2200, 28), (2201, 2500, 29)]
+    assert report.complete == [(1, 200), (2501, 2600)]
+
+    broken = verify_bundle(exported(leave_out=28), roots)
+    assert not broken.valid
+    assert any("batch(es) 3..25 missing" in finding.message for finding in broken.findings)
