@@ -46,7 +46,11 @@ MIGRATIONS: list[str] = [
     -- readings deleted: 1 after delivery, 2 dropped undelivered (the disk budget)
     ALTER TABLE seals ADD COLUMN gone INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE checkpoints ADD COLUMN delivered INTEGER;     -- ns the broker acknowledged it; NULL: not yet
+    -- what the publisher, the disk budget and `status` look for, found without scanning a
+    -- history of millions of seals
     CREATE INDEX seals_undelivered ON seals(b) WHERE delivered IS NULL AND gone = 0;
+    CREATE INDEX seals_prunable ON seals(b) WHERE delivered IS NOT NULL AND gone = 0;
+    CREATE INDEX seals_dropped ON seals(b) WHERE gone = 2;
     CREATE TABLE drops (
         first    INTEGER PRIMARY KEY,           -- seqs first..last, sealed, dropped undelivered
         last     INTEGER NOT NULL,
