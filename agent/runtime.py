@@ -104,16 +104,15 @@ async def _run_pipeline(
     stats: RunStats,
     secret: SecretReader | None = None,
 ) -> None:
-    flusher = asyncio.create_task(sequencer.run(), name="sequencer")
-    sealing = asyncio.create_task(sealer.run(stop), name="sealer")
     sink: ReadingSink = sequencer
-    running = [("retention", _retention(config, buffer).run())]
     publishing = None
-    if config.mqtt is not None:
+    if config.mqtt is not None:  # first: a password that cannot be had stops the start here
         identity = Identity(config.device.id, __version__, stats.boot, sealer.chain_der)
         publishing = await start_publishing(config.mqtt, buffer, identity, secret)
-        running += publishing.services()
         sink = publishing.sink(sequencer)
+    flusher = asyncio.create_task(sequencer.run(), name="sequencer")
+    sealing = asyncio.create_task(sealer.run(stop), name="sealer")
+    running = [("retention", _retention(config, buffer).run())] + (publishing.services() if publishing else [])
     services = [asyncio.create_task(coroutine, name=name) for name, coroutine in running]
     sources = [
         asyncio.create_task(_supervise(source, sink, config.buffer.dir, stats, secret), name=f"source:{source.name}")

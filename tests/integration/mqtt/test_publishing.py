@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 
 import pytest
-from agent_harness import write_config
+from agent_harness import run_for, write_config
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from driver_harness import in_new_loop
@@ -17,6 +17,7 @@ from mqtt_broker import BrokerFarm, BrokerSpec
 
 from agent import __version__
 from agent.config import load_config
+from agent.errors import UsageError
 from agent.publish.mqtt import Message, MqttConnection, MqttSettings
 from agent.runtime import run_agent
 from agent.trust import cbor
@@ -106,3 +107,13 @@ async def test_batches_checkpoints_cert_status_and_live_over_mutual_tls(
     )
     live = json.loads(seen[f"{PREFIX}/live/press.force"][-1].payload)
     assert set(live) == {"value", "ts", "quality"} and live["quality"] == 0 and 0 <= live["value"] <= 90
+
+
+def test_a_password_variable_that_is_not_set_stops_the_start_with_one_line(tmp_path: Path) -> None:
+    path = write_config(tmp_path, sources=SOURCES)
+    path.write_text(
+        path.read_text() + "mqtt:\n  url: mqtt://127.0.0.1:1\n  username: gw\n  password_env: EDGESEAL_TEST_UNSET\n"
+    )
+    unset = "mqtt.password_env: EDGESEAL_TEST_UNSET is not set in the agent's environment"
+    with pytest.raises(UsageError, match=unset):
+        run_for(load_config(path), 1.0)
