@@ -12,8 +12,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
-import sys
-import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,13 +20,13 @@ from typing import Any
 import certificates
 import pytest
 from certificates import DEVICE_USAGE, NO_USAGE
+from cli_runner import Result, in_process
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from fixtures import SealedState, export, make_sealed_state, mutate_bundle, replace
 
-from agent.cli import main
 from agent.keys.software import SoftwareSigner
 from agent.trust import cose
 from agent.trust.bundle import Batch, Bundle, decode_bundle
@@ -44,12 +42,7 @@ DAY = dt.timedelta(days=1)
 # -- running the command ---------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Result:
-    code: int | str | None
-    out: str
-    err: str
-
+class VerifyResult(Result):
     def findings(self) -> list[str]:
         return [line.removeprefix("  FINDING     ") for line in self.out.splitlines() if "FINDING" in line]
 
@@ -59,20 +52,13 @@ def edgeseal(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
     """`edgeseal verify ... --jobs 1` in-process, from an empty directory; an exception
     escaping main() is what a user would see as a traceback."""
     monkeypatch.chdir(tmp_path)
+    verify = in_process(capsys, "verify", "bundle.cbor", result=VerifyResult)
 
-    def run(bundle: bytes, ca: Path, *options: str | Path) -> Result:
+    def run(bundle: bytes, ca: Path, *options: str | Path) -> VerifyResult:
         Path("bundle.cbor").write_bytes(bundle)
-        capsys.readouterr()
-        try:
-            code: int | str | None = main(["verify", "bundle.cbor", "--ca", str(ca), "--jobs", "1", *map(str, options)])
-        except SystemExit as exc:
-            code = exc.code
-        except Exception:
-            code = "uncaught exception"
-            print(traceback.format_exc(), file=sys.stderr)
-        captured = capsys.readouterr()
-        assert "Traceback" not in captured.out + captured.err, captured.err
-        return Result(code, captured.out, captured.err)
+        result = verify("--ca", ca, "--jobs", "1", *options)
+        assert "Traceback" not in result.out + result.err, result.err
+        return result
 
     return run
 
@@ -90,7 +76,7 @@ def assert_finding(edgeseal, bundle: bytes, ca: Path, where: str, *fragments: st
     assert {"where": where, "message": lines[0].removeprefix(f"{where}: ")} in report["findings"]
 
 
-def assert_unusable(result: Result, *names: str) -> None:
+def assert_unusable(result: VerifyResult, *names: str) -> None:
     assert result.code == 2, f"exit {result.code}:\n{result.out}{result.err}"
     assert not result.out, "an unusable input must not give a report"
     for name in names:
