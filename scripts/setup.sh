@@ -53,7 +53,8 @@ if ! { .venv/bin/python -m pip install --disable-pip-version-check --upgrade pip
   echo "edgeseal: installation failed (log above, also in $log)" >&2
   exit 1
 fi
-# the Node.js test tools (node-opcua), pinned by tests/interop/opcua/package-lock.json
+# the Node.js test tools (node-opcua; solc and anvil for the anchor contract), pinned by
+# tests/interop/opcua/package-lock.json and contracts/package-lock.json
 if [ "${1:-}" = "test" ]; then
-  bash scripts/npm-test-tools.sh
+  bash scripts/npm-tools.sh
 fi

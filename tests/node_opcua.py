@@ -26,7 +26,7 @@ import pytest
 
 SERVER_DIR = Path(__file__).parent / "interop" / "opcua"
 NAMESPACE_URI = "urn:edgeseal:interop"
-INSTALL_COMMAND = "bash scripts/npm-test-tools.sh"
+INSTALL_COMMAND = "bash scripts/npm-tools.sh"
 START_TIMEOUT = 30.0  # a first start makes a 2048-bit key; a slow CI machine gets slack
 
 
