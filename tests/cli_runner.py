@@ -33,6 +33,14 @@ class Result:
 R = TypeVar("R", bound=Result)
 
 
+def one_line_error(result: Result, code: int, *words: str) -> None:
+    """The command failed with exit `code` and one `edgeseal: ...` line holding `words`."""
+    assert result.code == code, f"exit {result.code!r}, expected {code}: {result.out}{result.err}"
+    line = result.error()
+    for word in words:
+        assert word in line, f"{word!r} not in {line!r}"
+
+
 def in_process(
     capsys: pytest.CaptureFixture[str],
     *command: str,

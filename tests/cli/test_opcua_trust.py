@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from cli_runner import Result, in_process
+from cli_runner import in_process, one_line_error
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -59,15 +59,6 @@ def refused_by_driver(state: Path, cert: x509.Certificate) -> str:
     with pytest.raises(UntrustedServerCertificate) as refused:
         Pki(state / "pki").check_server_certificate(cert)
     return refused.value.command
-
-
-def one_line_error(result: Result, code: int, *words: str) -> None:
-    assert "Traceback" not in result.err, result.err
-    assert result.code == code, f"exit {result.code!r}, expected {code}: {result.out}{result.err}"
-    lines = result.err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("edgeseal: "), result.err
-    for word in words:
-        assert word in lines[0], f"{word!r} not in {lines[0]!r}"
 
 
 # -- trusting ---------------------------------------------------------------------------

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from cli_runner import Result, in_process
+from cli_runner import Result, in_process, one_line_error
 from modbus_servers import ModbusServer, ServerFarm, free_port, registers
 
 from drivers.modbus.points import Table
@@ -38,15 +38,6 @@ class ProbeResult(Result):
 def probe(capsys: pytest.CaptureFixture[str]):
     """`edgeseal probe modbus ...` in-process; an escaping exception is a traceback."""
     return in_process(capsys, "probe", "modbus", result=ProbeResult)
-
-
-def one_line_error(result: ProbeResult, code: int, *words: str) -> None:
-    assert "Traceback" not in result.err, result.err
-    assert result.code == code, f"exit {result.code!r}, expected {code}: {result.out}{result.err}"
-    lines = result.err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("edgeseal: "), result.err
-    for word in words:
-        assert word in lines[0], f"{word!r} not in {lines[0]!r}"
 
 
 def load(server: ModbusServer) -> None:
