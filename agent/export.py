@@ -1,6 +1,7 @@
 """Export a bundle (DESIGN 3.6) from a state directory, for auditors.
 
-A full bundle holds every batch up to the latest checkpoint; a selective one (tags or a
+A full bundle holds every batch up to the latest checkpoint, and the anchor record of
+every checkpoint it carries that is anchored on chain; a selective one (tags or a
 time range chosen) holds only matching readings, each with its salt and its inclusion
 path, so one value can be disclosed without its neighbours. Seals after the latest
 checkpoint are left out: a bundle carries nothing that a signed checkpoint does not
@@ -26,6 +27,7 @@ from agent.trust.bundle import (
     Disclosed,
     InclusionProof,
     SelectiveBatch,
+    decode_anchor,
 )
 from agent.trust.certs import parse_der_chain, valid_throughout
 from agent.trust.leaf import decode_leaf, leaf_hashes, salt
@@ -99,6 +101,7 @@ def _export(buffer: Buffer, selection: Selection) -> tuple[Bundle, ExportSummary
         consistency=[
             ConsistencyProof(a, b, log.consistency_proof(a, b)) for (a, _), (b, _) in zip(covering, covering[1:])
         ],
+        anchors=[decode_anchor(a.record) for a in buffer.anchors.anchored() if a.size >= first_b],
     )
     summary = ExportSummary(len(chosen), readings, size, _count_after(buffer, size), older_key)
     return bundle, summary

@@ -1,6 +1,7 @@
 """The supervisor: builds the pipeline from a configuration and runs it until stopped.
 
-drivers -> sequencer -> buffer <- sealer, all on one event loop. A driver that crashes
+drivers -> sequencer -> buffer <- sealer, with the publisher and the anchoring worker
+reading the buffer, all on one event loop. A driver that crashes
 (a bug, not a device fault: those become Bad readings inside the driver) is logged and
 restarted with backoff; it never takes the other drivers or the sealer down. Stopping
 is orderly: drivers first, then whatever was read is committed, sealed and
@@ -20,6 +21,7 @@ from typing import Any
 
 import drivers
 from agent import __version__
+from agent.anchor.service import start_anchoring
 from agent.buffer.store import Buffer
 from agent.errors import KeyError_
 from agent.keys import open_signer
@@ -110,9 +112,14 @@ async def _run_pipeline(
         identity = Identity(config.device.id, __version__, stats.boot, sealer.chain_der)
         publishing = await start_publishing(config.mqtt, buffer, identity, secret)
         sink = publishing.sink(sequencer)
+    chain = None
+    if config.anchor is not None:  # before any task: a keystore that cannot be opened stops the start here
+        anchorer, chain = await start_anchoring(config.anchor, buffer, secret)
     flusher = asyncio.create_task(sequencer.run(), name="sequencer")
     sealing = asyncio.create_task(sealer.run(stop), name="sealer")
     running = [("retention", _retention(config, buffer).run())] + (publishing.services() if publishing else [])
+    if chain is not None:
+        running.append(("anchoring", anchorer.run()))
     services = [asyncio.create_task(coroutine, name=name) for name, coroutine in running]
     sources = [
         asyncio.create_task(_supervise(source, sink, config.buffer.dir, stats, secret), name=f"source:{source.name}")
@@ -139,6 +146,8 @@ async def _run_pipeline(
             for task in (*reversed(services), flusher):
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
+            if chain is not None:
+                await chain.close()
     for task in (flusher, *services):
         if not task.cancelled() and task.exception() is not None:
             raise task.exception()  # type: ignore[misc]

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
-// Pinned to the compiler that built the committed artifact (contracts/AnchorRegistry.json):
+// Pinned to the compiler that built the committed artifact (agent/anchor/AnchorRegistry.json):
 // a rebuild must give the same bytes, metadata hash included.
 pragma solidity 0.8.37;
 

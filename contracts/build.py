@@ -1,6 +1,6 @@
-"""Compiles AnchorRegistry.sol into the committed artifact AnchorRegistry.json.
+"""Compiles AnchorRegistry.sol into the committed artifact agent/anchor/AnchorRegistry.json.
 
-    python contracts/build.py            (re)write contracts/AnchorRegistry.json
+    python contracts/build.py            (re)write agent/anchor/AnchorRegistry.json
     python contracts/build.py --check    exit 1 if the committed artifact is not what the source compiles to
 
 The compiler is the npm solcjs pinned by contracts/package-lock.json (install it with
@@ -23,7 +23,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 SOURCE = HERE / "AnchorRegistry.sol"
-ARTIFACT = HERE / "AnchorRegistry.json"
+ARTIFACT = HERE.parent / "agent" / "anchor" / "AnchorRegistry.json"  # shipped with the agent, which deploys and checks it
 SOLCJS = HERE / "node_modules" / ".bin" / "solcjs"
 INSTALL_COMMAND = "bash scripts/npm-tools.sh"
 CONTRACT = "AnchorRegistry"

@@ -5,6 +5,7 @@
     key create, csr, install, inspect the device's key and chain   (cli_device)
     enroll                            all of it for one box        (cli_enroll)
     secret seal                       TPM-sealed site secrets      (secret_cli)
+    chain-key create | show           the gateway's chain account  (cli_chain_key)
 
 Exit codes: 0 ok, 1 a finding (a chain or evidence that does not verify, material that
 already exists), 2 bad usage or unusable input. Errors are caught once, in `main`.
@@ -17,7 +18,7 @@ import sys
 import traceback
 
 from agent.errors import EdgesealError
-from provisioning import cli_ca, cli_device, cli_enroll, cli_tpm, secret_cli
+from provisioning import cli_ca, cli_chain_key, cli_device, cli_enroll, cli_tpm, secret_cli
 from provisioning.cli_common import PASSPHRASE_ENV, PROG, Parser, verbose_parent
 
 __all__ = ["PASSPHRASE_ENV", "main"]
@@ -42,7 +43,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="show tracebacks of errors")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     leaf = verbose_parent()
-    for module in (cli_ca, cli_tpm, cli_device, cli_enroll):
+    for module in (cli_ca, cli_tpm, cli_device, cli_enroll, cli_chain_key):
         module.add_commands(commands, leaf)
     secret_cli.add_secret_commands(commands, leaf)
     return parser

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Node.js tools of the tests, each folder exactly as its package-lock.json pins it:
 #   tests/interop/opcua   node-opcua, the independent OPC UA server of the interop tests
-#   contracts             solc (solcjs), the compiler of contracts/AnchorRegistry.json, and
+#   contracts             solc (solcjs), the compiler of agent/anchor/AnchorRegistry.json, and
 #                         anvil, the local chain of the anchoring tests (its binary comes in a
 #                         per-platform optional dependency: no download besides the registry's)
 #   bash scripts/npm-tools.sh

@@ -20,7 +20,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -98,34 +98,67 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-@pytest.fixture
-def anvil(tmp_path: Path) -> Iterator[Anvil]:
-    """A fresh anvil chain of this test's own, stopped afterwards."""
-    # imported here, not at the top: the plugin is loaded for the whole suite, and only a
-    # chain test needs eth_utils (a dependency of web3)
-    from eth_utils import to_checksum_address
+class AnvilNode:
+    """An anvil process that a test may stop and start again on the same port; with
+    `--state FILE` among its options the chain survives that (to its last dump)."""
 
-    binary = anvil_binary()
-    port = free_port()
-    log_path, config_path = tmp_path / "anvil.log", tmp_path / "anvil-config.json"
-    command = [binary, "--host", "127.0.0.1", "--port", str(port), "--hardfork", HARDFORK]
-    command += ["--accounts", str(ACCOUNTS), "--config-out", config_path]
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        url = f"http://127.0.0.1:{port}"
-        chain_id = _wait_ready(process, url, log_path)
+    def __init__(self, directory: Path, options: Sequence[str] = ()) -> None:
+        self._directory, self._options = directory, list(options)
+        self._port = free_port()
+        self._process: subprocess.Popen[bytes] | None = None
+        self.chain = self.start()
+
+    def start(self) -> Anvil:
+        # imported here, not at the top: the plugin is loaded for the whole suite, and only a
+        # chain test needs eth_utils (a dependency of web3)
+        from eth_utils import to_checksum_address
+
+        log_path, config_path = self._directory / "anvil.log", self._directory / "anvil-config.json"
+        command = [anvil_binary(), "--host", "127.0.0.1", "--port", str(self._port), "--hardfork", HARDFORK]
+        command += ["--accounts", str(ACCOUNTS), "--config-out", config_path, *self._options]
+        with log_path.open("ab") as log:
+            self._process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+        url = f"http://127.0.0.1:{self._port}"
+        chain_id = _wait_ready(self._process, url, log_path)
         # --config-out holds the dev accounts and their keys, so none are hard-coded here
         config = json.loads(config_path.read_text())
         accounts = tuple(to_checksum_address(account) for account in config["available_accounts"])
-        yield Anvil(url, chain_id, accounts, tuple(config["private_keys"]))
+        return Anvil(url, chain_id, accounts, tuple(config["private_keys"]))
+
+    def stop(self) -> None:
+        """SIGTERM: anvil writes its --state file as it exits."""
+        if self._process is not None:
+            self._process.terminate()
+            try:
+                self._process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+            self._process = None
+
+
+@pytest.fixture
+def anvil_node(tmp_path: Path) -> Iterator[Callable[..., AnvilNode]]:
+    """Starts anvil with extra options (`--no-mining`, `--state FILE`, ...); stopped afterwards."""
+    started: list[AnvilNode] = []
+
+    def start(*options: str) -> AnvilNode:
+        directory = tmp_path / f"anvil-{len(started)}"
+        directory.mkdir()
+        started.append(AnvilNode(directory, options))
+        return started[-1]
+
+    try:
+        yield start
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        for node in started:
+            node.stop()
+
+
+@pytest.fixture
+def anvil(anvil_node: Callable[..., AnvilNode]) -> Anvil:
+    """A fresh anvil chain of this test's own, stopped afterwards."""
+    return anvil_node().chain
 
 
 def _wait_ready(process: subprocess.Popen[bytes], url: str, log_path: Path) -> int:

@@ -58,6 +58,29 @@ MIGRATIONS: list[str] = [
         sealed_b INTEGER                        -- the seal that records the drop; NULL until made
     );
     """,
+    # 3: anchoring
+    """
+    CREATE TABLE anchor_txs (                 -- every anchor transaction, stored before it is sent
+        hash     BLOB PRIMARY KEY,            -- transaction hash, 32 bytes
+        nonce    INTEGER NOT NULL,
+        size     INTEGER NOT NULL,            -- the checkpoint (seal log size) it anchors
+        raw      BLOB NOT NULL,               -- the signed transaction: re-sent as is, never re-signed
+        max_fee  INTEGER NOT NULL,            -- maxFeePerGas, or gasPrice for a legacy transaction (wei)
+        tip      INTEGER NOT NULL,            -- maxPriorityFeePerGas, or gasPrice (wei)
+        signed   INTEGER NOT NULL,            -- ns
+        state    INTEGER NOT NULL DEFAULT 0   -- 0 open (may yet be mined), 1 anchored, 2 void (never mined)
+    );
+    CREATE INDEX anchor_txs_open ON anchor_txs(nonce) WHERE state = 0;
+    CREATE TABLE anchors (                    -- final anchors
+        size     INTEGER PRIMARY KEY,         -- the checkpoint anchored
+        record   BLOB NOT NULL,               -- the anchor record, CBOR (DESIGN 3.5)
+        t        INTEGER NOT NULL             -- ns, when it was found final
+    );
+    CREATE TABLE anchor_alarms (              -- the chain holds what this device's log cannot explain
+        t        INTEGER NOT NULL,
+        message  TEXT NOT NULL
+    );
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

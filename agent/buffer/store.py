@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
+from agent.buffer.anchor_journal import AnchorJournal
 from agent.buffer.schema import SCHEMA_VERSION, migrate
 from agent.errors import BufferError_
 from agent.trust import cbor, merkle
@@ -205,6 +206,10 @@ class Buffer:
     def checkpoints(self) -> list[tuple[int, bytes]]:
         return self._conn.execute("SELECT size, cose FROM checkpoints ORDER BY size").fetchall()
 
+    def checkpoint(self, size: int) -> bytes | None:
+        row = self._conn.execute("SELECT cose FROM checkpoints WHERE size = ?", (size,)).fetchone()
+        return row[0] if row else None
+
     def last_checkpoint_size(self) -> int:
         return int(self._conn.execute("SELECT coalesce(max(size), 0) FROM checkpoints").fetchone()[0])
 
@@ -310,7 +315,23 @@ class Buffer:
         rows = self._conn.execute("SELECT chain FROM identities WHERE kid = ? ORDER BY rowid DESC", (kid,))
         return [cbor.decode(chain) for (chain,) in rows]
 
+    # -- anchoring -------------------------------------------------------------------
+
+    @property
+    def anchors(self) -> AnchorJournal:
+        return AnchorJournal(self._conn, self._durably)
+
+    def log_root(self, size: int) -> bytes:
+        """The seal log's root at `size` (1..last b), from the right edge stored with seal b = size."""
+        (frontier,) = self._conn.execute("SELECT log_frontier FROM seals WHERE b = ?", (size,)).fetchone()
+        return merkle.Frontier.restore(size, cbor.decode(frontier)).root()
+
     # -- transactions ---------------------------------------------------------------
+
+    @contextmanager
+    def _durably(self, what: str) -> Iterator[None]:
+        with self._writing(what), self._durable():
+            yield
 
     @contextmanager
     def _writing(self, what: str) -> Iterator[None]:

@@ -52,4 +52,10 @@ def _paths_from(config: Config, folder: str) -> Config:
         files = {name: getattr(mqtt.tls, name) for name in ("ca_file", "cert_file", "key_file")}
         tls = mqtt.tls.model_copy(update={name: path and resolve(path) for name, path in files.items()})
         mqtt = mqtt.model_copy(update={"tls": tls})
-    return config.model_copy(update={"identity": identity, "buffer": buffer, "mqtt": mqtt})
+    anchor = config.anchor
+    if anchor is not None:
+        key = anchor.key
+        passphrase_file = key.passphrase_file and resolve(key.passphrase_file)
+        key = key.model_copy(update={"keystore": resolve(key.keystore), "passphrase_file": passphrase_file})
+        anchor = anchor.model_copy(update={"key": key})
+    return config.model_copy(update={"identity": identity, "buffer": buffer, "mqtt": mqtt, "anchor": anchor})

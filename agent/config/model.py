@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal, Union
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 import drivers
+from agent.config.anchoring import AnchorConfig
 from agent.config.document import format_path
 from agent.keys.tpm.handles import DEFAULT_HANDLE, handle_problem
 from agent.keys.tpm.tcti import TCTI_RULE, parse_tcti
@@ -293,6 +294,9 @@ class Config(_Section):
     seal: SealConfig = Field(default=SealConfig(), description="When readings are sealed and checkpointed.")
     buffer: BufferConfig = Field(default=BufferConfig(), description="The local buffer on disk.")
     mqtt: MqttConfig | None = Field(None, description="Where sealed data is published. Default: not published.")
+    anchor: AnchorConfig | None = Field(
+        None, description="Where checkpoints of the device log are anchored on chain. Default: not anchored."
+    )
 
     @field_validator("sources")
     @classmethod

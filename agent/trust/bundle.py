@@ -98,6 +98,10 @@ class Anchor:
     def to_cbor(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in ANCHOR_KEYS}
 
+    def encode(self) -> bytes:
+        """The anchor record as the buffer stores it and a bundle carries it."""
+        return cbor.encode(self.to_cbor())
+
 
 @dataclass(frozen=True)
 class Bundle:
@@ -156,6 +160,15 @@ def decode_batch(data: bytes) -> Batch:
     except cbor.CborError as exc:
         raise BundleFormatError(f"batch: {exc}") from None
     return _batch(m, "batch")
+
+
+def decode_anchor(data: bytes) -> Anchor:
+    """One anchor record (DESIGN 3.5) on its own."""
+    try:
+        m = cbor.decode(data)
+    except cbor.CborError as exc:
+        raise BundleFormatError(f"anchor record: {exc}") from None
+    return _anchor(m, "anchor record")
 
 
 def decode_certificates(data: bytes) -> list[bytes]:

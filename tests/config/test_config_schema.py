@@ -25,6 +25,7 @@ from agent.config import (
     config_schema,
     load_config,
 )
+from agent.config.anchoring import AnchorConfig, ChainKeyConfig, FeesConfig
 from agent.config.model import MqttLive, MqttTls
 from agent.config.yaml_loader import load_yaml
 from agent.errors import ConfigError
@@ -107,7 +108,19 @@ def test_every_field_has_a_description() -> None:
     assert missing == []
 
 
-AGENT_MODELS = [Config, DeviceConfig, IdentityConfig, SealConfig, BufferConfig, MqttConfig, MqttTls, MqttLive]
+AGENT_MODELS = [
+    Config,
+    DeviceConfig,
+    IdentityConfig,
+    SealConfig,
+    BufferConfig,
+    MqttConfig,
+    MqttTls,
+    MqttLive,
+    AnchorConfig,
+    ChainKeyConfig,
+    FeesConfig,
+]
 SIMULATOR_MODELS = [simulator.SourceConfig, simulator.SimTag, simulator.Fault, simulator.Generate]
 MODBUS_MODELS = [modbus.SourceConfig, modbus.SerialConfig, modbus.ModbusDevice, modbus.ModbusTag]
 OPCUA_MODELS = [

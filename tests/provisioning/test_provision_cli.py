@@ -213,7 +213,7 @@ def test_help_exits_0(run):
 @pytest.mark.parametrize(
     "command",
     [("tpm", "keygen"), ("tpm", "attest"), ("tpm", "activate"), ("ca", "challenge"), ("install",), ("enroll",)]
-    + [("secret", "seal")],
+    + [("secret", "seal"), ("chain-key", "create"), ("chain-key", "show")],
 )
 def test_every_command_has_help(run, command):
     result = run(*command, "--help")

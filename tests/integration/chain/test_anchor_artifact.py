@@ -1,4 +1,4 @@
-"""The committed contracts/AnchorRegistry.json is what contracts/AnchorRegistry.sol
+"""The committed agent/anchor/AnchorRegistry.json is what contracts/AnchorRegistry.sol
 compiles to with the pinned npm solc and the settings of contracts/build.py: byte for
 byte, metadata hash included, so the bytecode on chain can be traced to the source."""
 

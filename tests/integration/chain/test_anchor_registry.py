@@ -13,7 +13,7 @@ from web3 import Web3
 from web3.contract import Contract
 from web3.exceptions import ContractLogicError
 
-ARTIFACT = json.loads((Path(__file__).resolve().parents[3] / "contracts" / "AnchorRegistry.json").read_text())
+ARTIFACT = json.loads((Path(__file__).resolve().parents[3] / "agent" / "anchor" / "AnchorRegistry.json").read_text())
 DEVICE = Web3.keccak(text="device-key-1")  # a kid, as the agent derives it: 32 bytes
 OTHER_DEVICE = Web3.keccak(text="device-key-2")
 

@@ -1,0 +1,1 @@
+"""Anchoring the seal log to an EVM chain: the node's RPC and the gateway's chain account."""
