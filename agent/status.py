@@ -1,7 +1,7 @@
 """`edgeseal status`: what an operator asks first, read from the state directory without
 disturbing a running agent (no lock; a consistent snapshot): how far sealing has come,
 and what waits for the broker — batches, readings, the age of the oldest, and what the
-disk budget dropped."""
+disk budget dropped; how far the log is anchored on chain, and any anchoring alarm."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass
 from typing import TextIO
 
 from agent.buffer.store import Buffer
+from agent.trust.bundle import decode_anchor
 
 
 @dataclass(frozen=True)
@@ -23,12 +24,20 @@ class Status:
     oldest_waiting_t: int | None
     dropped_batches: int  # dropped undelivered when the disk budget was reached, ever
     used_bytes: int
+    anchored: int  # seal log size of the latest final anchor; 0: none
+    anchored_block: int | None
+    anchored_t: int | None  # when that anchor was found final
+    anchor_pending_since: int | None  # signing time of the oldest anchor transaction not yet final
+    anchor_alarms: list[str]  # the chain holds what this log cannot explain (DESIGN 3.5; docs/anchoring.md)
 
 
 def read_status(buffer: Buffer) -> Status:
     with buffer.snapshot():
         last = buffer.last_seal()
         backlog = buffer.backlog()
+        journal = buffer.anchors
+        anchor = journal.latest_anchored()
+        pending = journal.open_transactions()
         return Status(
             sealed_batches=last.b if last else 0,
             last_seal_t=last.t if last else None,
@@ -38,6 +47,11 @@ def read_status(buffer: Buffer) -> Status:
             oldest_waiting_t=backlog.oldest_t,
             dropped_batches=backlog.dropped_batches,
             used_bytes=backlog.used_bytes,
+            anchored=anchor.size if anchor else 0,
+            anchored_block=decode_anchor(anchor.record).block if anchor else None,
+            anchored_t=anchor.t if anchor else None,
+            anchor_pending_since=pending[0].signed if pending else None,
+            anchor_alarms=[alarm.message for alarm in journal.alarms()],
         )
 
 
@@ -52,6 +66,16 @@ def print_status(status: Status, out: TextIO, *, as_json: bool, now_ns: int | No
     print(f"waiting      {status.waiting_batches} batches, {status.waiting_readings} readings{oldest}", file=out)
     print(f"dropped      {status.dropped_batches} batches (disk budget)", file=out)
     print(f"buffer       {status.used_bytes / 1e6:.1f} MB in use", file=out)
+    if status.anchored:
+        behind = status.sealed_batches - status.anchored
+        anchored = f"log size {status.anchored} in block {status.anchored_block}, {_age(status.anchored_t, now_ns)}"
+        print(f"anchored     {anchored}; {behind} seals not yet anchored", file=out)
+    else:
+        print("anchored     never", file=out)
+    if status.anchor_pending_since is not None:
+        print(f"anchoring    a transaction waits, signed {_age(status.anchor_pending_since, now_ns)}", file=out)
+    for alarm in status.anchor_alarms:
+        print(f"ALARM        {alarm}", file=out)
 
 
 def _age(t: int | None, now_ns: int) -> str:

@@ -4,8 +4,15 @@ chain account in a keystore, and the agent's `anchor:` section pointing at them.
 from __future__ import annotations
 
 import json
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 import pytest
 from anvil_chain import Anvil
@@ -13,8 +20,10 @@ from web3 import Web3
 
 from agent.anchor.keystore import create_keystore, keystore_address
 from agent.anchor.registry import artifact
+from agent.trust.bundle import Anchor, decode_anchor
 
 PASSPHRASE = b"test passphrase, development only"
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -73,3 +82,71 @@ def anchor_section(url: str, chain_id: int, contract: str, account: ChainAccount
         f"  {name}: {json.dumps(value) if not isinstance(value, str) else value}" for name, value in values.items()
     ]
     return "\n".join(lines) + "\n"
+
+
+class AgentProcess:
+    """`edgeseal run` as its own process, as systemd would run it."""
+
+    def __init__(self, config: Path) -> None:
+        self.config = config
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> AgentProcess:
+        log = (self.config.parent / "agent.log").open("ab")
+        with log:
+            command = [sys.executable, "-m", "agent.cli", "run", "--config", str(self.config)]
+            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        return self
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(sig)
+            self.process.wait(timeout=30)
+        self.process = None
+
+    def log(self) -> str:
+        return (self.config.parent / "agent.log").read_text(errors="replace")
+
+
+class Journal:
+    """The anchoring tables of an agent's buffer, read beside the running agent."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.db = state_dir / "buffer.db"
+
+    def rows(self, sql: str, *args: object) -> list[tuple[Any, ...]]:
+        if not self.db.exists():
+            return []
+        conn = sqlite3.connect(f"file:{self.db}?mode=ro", uri=True, timeout=5)
+        try:
+            return conn.execute(sql, args).fetchall()
+        except sqlite3.OperationalError:  # the schema is not there yet
+            return []
+        finally:
+            conn.close()
+
+    def transactions(self) -> list[tuple[bytes, int, int, int, int, int]]:
+        """(hash, nonce, size, max_fee, tip, state) of every anchor transaction, in signing order."""
+        return self.rows("SELECT hash, nonce, size, max_fee, tip, state FROM anchor_txs ORDER BY signed")
+
+    def records(self) -> list[Anchor]:
+        return [decode_anchor(record) for (record,) in self.rows("SELECT record FROM anchors ORDER BY size")]
+
+    def alarms(self) -> list[str]:
+        return [message for (message,) in self.rows("SELECT message FROM anchor_alarms ORDER BY t")]
+
+
+def wait_for(
+    condition: Callable[[], T | None], what: str, timeout: float = 30.0, *, every: Callable[[], None] | None = None
+) -> T:
+    """condition()'s first true value; `every` runs between attempts (e.g. mine a block)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        if every is not None:
+            every()
+        time.sleep(0.2)

@@ -56,8 +56,9 @@ class AnchorJournal:
         return [AnchorTx(*row) for row in rows]
 
     def last_signed(self) -> int | None:
-        """When the newest anchor transaction was signed (ns): the anchor interval runs from it."""
-        return self._conn.execute("SELECT max(signed) FROM anchor_txs").fetchone()[0]
+        """When the newest anchor transaction that is not void was signed (ns): the anchor
+        interval runs from it, so one that was never mined does not hold the next back."""
+        return self._conn.execute("SELECT max(signed) FROM anchor_txs WHERE state != ?", (VOID,)).fetchone()[0]
 
     def add(self, tx: AnchorTx) -> None:
         with self._durably(f"journal anchor transaction {tx.hash.hex()}"):
