@@ -58,8 +58,17 @@ def fund(anvil: Anvil, address: str, ether: int = 10) -> None:
     assert web3.eth.wait_for_transaction_receipt(tx)["status"] == 1
 
 
-def anchor_section(url: str, chain_id: int, contract: str, account: ChainAccount, **settings: object) -> str:
-    """The `anchor:` YAML section: fast defaults for tests, overridable."""
+def anchor_section(
+    url: str,
+    chain_id: int,
+    contract: str,
+    account: ChainAccount,
+    *,
+    passphrase_secret: str | None = None,
+    **settings: object,
+) -> str:
+    """The `anchor:` YAML section: fast defaults for tests, overridable; the passphrase in
+    a file unless it is a TPM-sealed secret."""
     values: dict[str, object] = {
         "finality": "immediate",
         "interval": "1s",
@@ -76,7 +85,9 @@ def anchor_section(url: str, chain_id: int, contract: str, account: ChainAccount
         f'  contract: "{contract}"',
         "  key:",
         f"    keystore: {account.keystore}",
-        f"    passphrase_file: {account.passphrase_file}",
+        f"    passphrase_secret: {passphrase_secret}"
+        if passphrase_secret
+        else f"    passphrase_file: {account.passphrase_file}",
     ]
     lines += [
         f"  {name}: {json.dumps(value) if not isinstance(value, str) else value}" for name, value in values.items()
