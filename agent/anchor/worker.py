@@ -68,6 +68,7 @@ class AnchoringState:
 
     on_chain_size: int | None = None  # the latest checkpoint anchored, as the chain says
     problem: str | None = None  # why anchoring cannot proceed now, if it cannot
+    refused: str | None = None  # the node's reason for refusing the last send (said once)
 
 
 class Anchorer:
@@ -331,8 +332,12 @@ class Anchorer:
         try:
             await self._chain.send_raw(raw)
         except TransactionRejected as exc:
-            if not exc.nonce_too_low:  # too low: mined already, or taken; the next round tells which
-                log.warning("the node refused the anchor transaction: %s; trying again next round", exc)
+            # too low: mined already, or taken; the next round tells which
+            if not exc.nonce_too_low and str(exc) != self.state.refused:
+                log.warning("the node refuses the anchor transaction: %s; sending it again each round", exc)
+            self.state.refused = str(exc)
+        else:
+            self.state.refused = None
 
     # -- the local log ----------------------------------------------------------------
 

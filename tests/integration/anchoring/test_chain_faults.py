@@ -63,10 +63,11 @@ class Rig:
 def rig(tmp_path: Path, anvil_node: Callable[..., AnvilNode], chain_keystore: ChainAccount) -> Callable[..., Rig]:
     started: list[AgentProcess] = []
 
-    def make(*node_options: str, **anchor_settings: object) -> Rig:
+    def make(*node_options: str, fund_account: bool = True, **anchor_settings: object) -> Rig:
         node = anvil_node(*node_options)
         contract = deploy_registry(node.chain)
-        fund(node.chain, chain_keystore.address)
+        if fund_account:
+            fund(node.chain, chain_keystore.address)
         config = write_config(tmp_path / "gateway", sources=SIMULATED)
         settings: dict[str, object] = {"interval": "1h", **anchor_settings}  # one anchor in play
         section = anchor_section(node.chain.url, node.chain.chain_id, contract, chain_keystore, **settings)
@@ -207,4 +208,19 @@ def test_an_agent_killed_between_submission_and_confirmation_follows_up(rig: Cal
 
     assert record.tx == tx_hash
     assert [(t[1], t[5]) for t in r.journal.transactions()] == [(0, ANCHORED)]  # never sent twice
+    assert_proven(r, record)
+
+
+def test_an_account_without_funds_is_said_once_and_anchors_once_funded(
+    rig: Callable[..., Rig], chain_keystore: ChainAccount
+) -> None:
+    r = rig(fund_account=False)
+    r.agent.start()
+    wait_for(lambda: "refuses the anchor transaction" in r.agent.log(), "the node's refusal")
+    time.sleep(1.0)  # several rounds of sending it again
+    fund(r.chain, chain_keystore.address)
+
+    record = r.final_record()
+
+    assert r.agent.log().count("refuses the anchor transaction") == 1
     assert_proven(r, record)
