@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 import aiohttp
 from web3 import AsyncWeb3
-from web3.exceptions import BlockNotFound, TransactionNotFound, Web3Exception, Web3RPCError
+from web3.exceptions import BlockNotFound, ExtraDataLengthError, TransactionNotFound, Web3Exception, Web3RPCError
 from web3.middleware import ExtraDataToPOAMiddleware
 from web3.providers.rpc import AsyncHTTPProvider
 
@@ -172,6 +172,8 @@ async def _asked(request: Awaitable[T], *, rejection: bool = False) -> T:
         return await request
     except (TransactionNotFound, BlockNotFound):
         raise
+    except ExtraDataLengthError:
+        raise ChainUnavailable("the chain's blocks carry validator data in extraData: set anchor.poa: true") from None
     except Web3RPCError as exc:
         message = _rpc_message(exc)
         raise (TransactionRejected(message) if rejection else ChainUnavailable(message)) from None
