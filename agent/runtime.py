@@ -21,7 +21,6 @@ from typing import Any
 
 import drivers
 from agent import __version__
-from agent.anchor.service import start_anchoring
 from agent.buffer.store import Buffer
 from agent.errors import KeyError_
 from agent.keys import open_signer
@@ -114,6 +113,9 @@ async def _run_pipeline(
         sink = publishing.sink(sequencer)
     chain = None
     if config.anchor is not None:  # before any task: a keystore that cannot be opened stops the start here
+        # imported only when anchoring is configured: web3 takes most of a second to import
+        from agent.anchor.service import start_anchoring
+
         anchorer, chain = await start_anchoring(config.anchor, buffer, secret)
     flusher = asyncio.create_task(sequencer.run(), name="sequencer")
     sealing = asyncio.create_task(sealer.run(stop), name="sealer")

@@ -11,8 +11,17 @@ import pytest
 
 # the software TPM fixtures (swtpm_template, swtpm), the Modbus and OPC UA test servers
 # (modbus_servers, opcua_servers), the independent node-opcua server (node_opcua_server),
-# Mosquitto brokers (mqtt_brokers) and a local Ethereum node (anvil), for every test directory
-pytest_plugins = ["tpm_fixtures", "modbus_servers", "opcua_servers", "node_opcua", "mqtt_broker", "anvil_chain", "anchor_harness"]
+# Mosquitto brokers (mqtt_brokers), a local Ethereum node (anvil) and a chain account
+# (chain_keystore), for every test directory
+pytest_plugins = [
+    "tpm_fixtures",
+    "modbus_servers",
+    "opcua_servers",
+    "node_opcua",
+    "mqtt_broker",
+    "anvil_chain",
+    "anchor_harness",
+]
 
 
 @pytest.fixture(autouse=True)

@@ -50,6 +50,7 @@ class Receipt:
     block_hash: bytes
     succeeded: bool  # status 1; a revert is mined too, with status 0
     gas_used: int
+    to: bytes | None  # the called contract (None: a deployment)
 
 
 @dataclass(frozen=True)
@@ -60,7 +61,7 @@ class Log:
 
 
 class Chain:
-    """One node, through an AsyncWeb3 (HTTP for a real node, eth-tester in the demo)."""
+    """One node, through an AsyncWeb3 over HTTP (the demo's development chain is served over HTTP too)."""
 
     def __init__(self, web3: AsyncWeb3) -> None:  # type: ignore[type-arg]
         self.web3 = web3
@@ -126,7 +127,8 @@ class Chain:
         if r is None or r.get("blockHash") is None:
             return None
         tx_hash, block, block_hash = bytes(r["transactionHash"]), int(r["blockNumber"]), bytes(r["blockHash"])
-        return Receipt(tx_hash, block, block_hash, r["status"] == 1, int(r["gasUsed"]))
+        to = bytes.fromhex(r["to"].removeprefix("0x")) if r.get("to") else None
+        return Receipt(tx_hash, block, block_hash, r["status"] == 1, int(r["gasUsed"]), to)
 
     async def knows(self, tx_hash: bytes) -> bool:
         """Whether the node has the transaction, in its pool or in a block."""

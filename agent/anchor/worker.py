@@ -16,7 +16,12 @@ queueing them. That keeps every rule simple and safe:
   the receipt is fetched again and its block must still be the canonical one. A reorg
   takes the transaction back to waiting, and it is re-sent.
 - The nonce used by a transaction not of ours (another process with this account): ours
-  are void and the newest checkpoint is anchored at the next nonce.
+  are void and the newest checkpoint is anchored at the next nonce. The account's count
+  below our open nonce means the chain lost transactions (a reset development chain, a
+  reorganisation beyond finality): ours are void too, since that nonce may never be
+  reached, and the newest checkpoint is anchored at the chain's count.
+- A receipt of a call to another contract (the configured address changed while a
+  transaction was open) anchors nothing here: that nonce is void.
 - At start and after every outage of the node: the chain id, the contract's code and the
   latest on-chain checkpoint are checked (a restarted node may be another chain). The
   worker never anchors a tree size at or below the chain's; an on-chain checkpoint that
@@ -215,6 +220,12 @@ class Anchorer:
         found = await self._mined(pending)
         if found is not None:
             tx, receipt = found
+            if receipt.to != self._contract:
+                self._journal.void(nonce)
+                log.warning(
+                    "anchor transaction %s went to another contract than %s", tx.hash.hex(), self._settings.contract
+                )
+                return
             if not receipt.succeeded:
                 self._journal.void(nonce)
                 log.error(
@@ -229,7 +240,8 @@ class Anchorer:
             if await self._chain.block_hash(receipt.block) == receipt.block_hash:
                 return  # mined, waiting for confirmations
             log.warning("anchor transaction %s: block %d was reorganised away", receipt.tx_hash.hex(), receipt.block)
-        if await self._chain.confirmed_nonce(self._sender) > nonce and await self._mined(pending) is None:
+        count = await self._chain.confirmed_nonce(self._sender)
+        if count > nonce and await self._mined(pending) is None:
             self._journal.void(nonce)
             log.warning(
                 "nonce %d of %s was used by a transaction not sent by this agent; anchoring anew",
@@ -237,6 +249,17 @@ class Anchorer:
                 self._account.address,
             )
             self._checked = False  # that transaction may have been an anchor: look at the chain first
+            return
+        if count < nonce:
+            self._journal.void(nonce)
+            log.warning(
+                "the chain counts %d transactions of %s, fewer than this agent's open nonce %d: it lost"
+                " transactions (a reset chain, or a reorganisation beyond finality); anchoring anew",
+                count,
+                self._account.address,
+                nonce,
+            )
+            self._checked = False
             return
         newest = pending[-1]
         if (self._clock() - newest.signed) / 1e9 >= self._settings.replace_after:

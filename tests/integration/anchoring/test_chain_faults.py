@@ -224,3 +224,46 @@ def test_an_account_without_funds_is_said_once_and_anchors_once_funded(
 
     assert r.agent.log().count("refuses the anchor transaction") == 1
     assert_proven(r, record)
+
+
+def test_a_chain_that_lost_the_open_nonce_is_anchored_anew(
+    rig: Callable[..., Rig], chain_keystore: ChainAccount
+) -> None:
+    r = rig(interval="500ms")
+    r.agent.start()
+    wait_for(lambda: r.journal.records()[:1], "a first anchor")
+    r.automine(False)
+    wait_for(lambda: any(t[5] == OPEN and t[1] > 0 for t in r.journal.transactions()), "an open later anchor")
+    r.agent.stop()
+    r.node.stop()
+    r.node.start()  # no --state: a new chain, on which the account has sent nothing
+    assert deploy_registry(r.chain) == r.contract  # same deployer, same nonce: same address
+    fund(r.chain, chain_keystore.address)
+    lost = len(r.journal.records())
+    r.agent.start()
+
+    record = wait_for(lambda: r.journal.records()[lost:][:1] or None, "an anchor on the new chain")[0]
+
+    assert "fewer than this agent's open nonce" in r.agent.log()
+    assert all(t[5] != OPEN for t in r.journal.transactions()[:-1])
+    assert_proven(r, record)
+
+
+def test_a_transaction_to_a_previous_contract_anchors_nothing_in_the_new(rig: Callable[..., Rig]) -> None:
+    r = rig()
+    r.automine(False)
+    r.agent.start()
+    tx_hash = r.first_transaction()[0]
+    wait_for(lambda: r.chain.rpc("eth_getTransactionByHash", ["0x" + tx_hash.hex()]), "the node to have it")
+    r.agent.stop()
+    r.automine(True)  # mined, into the old registry
+    new_contract = deploy_registry(r.chain)
+    r.config.write_text(r.config.read_text().replace(r.contract, new_contract))
+    r.contract = new_contract
+    r.agent.start()
+
+    record = r.final_record()
+
+    assert record.contract.hex() == new_contract.lower().removeprefix("0x")
+    assert "went to another contract" in r.agent.log()
+    assert_proven(r, record)
