@@ -25,6 +25,7 @@ from agent.errors import EdgesealError, InvalidBundle, UsageError
 if TYPE_CHECKING:
     from cryptography import x509
 
+    from agent.trust.anchor_check import AnchorCheck
     from agent.trust.verify import Report
 
 
@@ -39,6 +40,12 @@ def _parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="the whole stack on one box with embedded defaults")
     demo.add_argument("--seconds", type=positive_seconds, default=10.0)
     demo.add_argument("--dir", type=Path, default=Path("edgeseal-demo"))
+    demo.add_argument(
+        "--rpc",
+        metavar="URL",
+        help="anchor on this local node (e.g. anvil) instead of an in-process development chain; "
+        "its first unlocked account deploys the registry and funds the demo's chain account",
+    )
 
     check = sub.add_parser("check-config", help="validate a configuration file (no I/O beyond reading it)")
     check.add_argument("path", type=Path)
@@ -60,6 +67,10 @@ def _parser() -> argparse.ArgumentParser:
         type=Path,
         help="PEM or DER CRL of a CA in the device's chain (repeatable); a listed certificate is a finding",
     )
+    verify.add_argument(
+        "--rpc", metavar="URL", help="check the anchor records on this node of their chain (http:// or https://)"
+    )
+    verify.add_argument("--poa", action="store_true", help="the --rpc chain is a PoA chain (QBFT/IBFT extraData)")
     verify.add_argument("--json", action="store_true", help="machine-readable report")
     verify.add_argument(
         "--jobs", type=int, default=os.cpu_count() or 1, help="processes that check batches (default: all cores)"
@@ -138,7 +149,7 @@ def _run(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from agent.demo import run_demo
 
-    return run_demo(args.dir, args.seconds)
+    return run_demo(args.dir, args.seconds, args.rpc)
 
 
 def _check_config(args: argparse.Namespace) -> int:
@@ -189,6 +200,8 @@ def _verify(args: argparse.Namespace) -> int:
     from agent.trust.bundle import NotABundle
     from agent.trust.revocation import CrlError
 
+    if args.rpc is not None and not args.rpc.startswith(("http://", "https://")):
+        raise UsageError(f"--rpc: expected an http:// or https:// URL, found {args.rpc!r}")
     roots = _read_roots(args.ca)
     crls = [_read_crl(path) for path in args.crl]
     data = _read_bytes(args.file)
@@ -198,6 +211,8 @@ def _verify(args: argparse.Namespace) -> int:
         raise InvalidBundle(f"{args.file}: unusable input: {exc}") from None
     except CrlError as exc:  # only the bundle's chain tells whose CRL it may be
         raise UsageError(f"{args.crl[exc.index]}: unusable CRL: {exc}") from None
+    if args.rpc is not None:
+        report.record_chain_checks(_check_on_chain(report, args.rpc, args.poa))
     print(render_json(report) if args.json else render_text(report, str(args.file)))
     return 0 if report.valid else 1
 
@@ -214,6 +229,25 @@ def _verify_with_jobs(
         return verify_bundle(data, roots, crls=crls)
     with ProcessPoolExecutor(jobs) as pool:
         return verify_bundle(data, roots, pool.map, crls=crls)
+
+
+def _check_on_chain(report: Report, url: str, poa: bool) -> list[AnchorCheck]:
+    """The report's anchor claims checked on the node at `url`; a node that cannot be
+    asked is unusable input, not a finding."""
+    from agent.anchor.onchain import check_anchors
+    from agent.anchor.rpc import Chain, ChainUnavailable
+
+    async def ask() -> list[AnchorCheck]:
+        chain = Chain.connect(url, poa=poa)
+        try:
+            return await check_anchors(chain, report.anchors)
+        finally:
+            await chain.close()
+
+    try:
+        return asyncio.run(ask())
+    except ChainUnavailable as exc:
+        raise UsageError(f"--rpc {url}: cannot check the anchors: {exc}") from None
 
 
 def _watch(args: argparse.Namespace) -> int:

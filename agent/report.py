@@ -6,6 +6,7 @@ import datetime as dt
 import json
 from typing import Any
 
+from agent.trust.anchor_check import AnchorCheck, AnchorClaim
 from agent.trust.revocation import CrlCheck
 from agent.trust.verify import Report
 
@@ -25,8 +26,39 @@ def as_dict(report: Report) -> dict[str, Any]:
         "gaps": [{"from": g.first, "to": g.last, "why": g.why, "batch": g.b, "signed": g.signed} for g in report.gaps],
         "tags": dict(sorted(report.tags.items())),
         "checkpointed_log_size": report.checkpointed_size,
-        "unverified_anchor_claims": report.anchors,  # checked against no chain: not part of "valid"
+        # checked against no chain (no --rpc): not part of "valid"
+        "unverified_anchor_claims": [_claim(a) for a in report.anchors] if report.chain_checks is None else [],
+        "anchors": None if report.chain_checks is None else [_chain_check(c) for c in report.chain_checks],
         "findings": [{"where": f.where, "message": f.message} for f in report.findings],
+    }
+
+
+def _claim(claim: AnchorClaim) -> dict[str, Any]:
+    r = claim.record
+    return {
+        "size": claim.checkpoint.size,
+        "chain_id": r.chain_id,
+        "block": r.block,
+        "confirmations": r.confirmations,
+        "checked_on_chain": False,
+    }
+
+
+def _chain_check(check: AnchorCheck) -> dict[str, Any]:
+    r = check.claim.record
+    return {
+        "index": check.claim.index,
+        "size": check.claim.checkpoint.size,
+        "chain_id": r.chain_id,
+        "contract": _hex(r.contract),
+        "block": r.block,
+        "block_hash": _hex(r.block_hash),
+        "verified": check.verified,
+        "confirmations": check.confirmations,  # counted now; null when the block is not on the chain
+        "claimed_confirmations": r.confirmations,
+        "submitter": _hex(check.log.event.submitter) if check.log else None,
+        "tx": _hex(check.log.tx) if check.log else None,  # where the log was found
+        "record_tx": _hex(r.tx),
     }
 
 
@@ -73,14 +105,54 @@ def render_text(report: Report, name: str) -> str:
         lines.append(f"  device log  signed checkpoint of {size} seals (b 1..{size}); every batch here is in it")
         if report.last_b is not None and report.last_b < size and not report.selective:
             lines.append(f"  not here    b {report.last_b + 1}..{size} are in the device log but not in this bundle")
-    for a in report.anchors:
-        claim = f"log size {a['size']} claimed in block {a['block']} of chain {a['chain_id']}"
-        lines.append(f"  anchor      {claim}: NOT VERIFIED (no chain access); VALID does not cover it")
-    if not report.anchors and report.valid:
-        lines.append("  anchored    no (the bundle carries no anchor records)")
+    lines += _anchors(report)
     for f in report.findings:
         lines.append(f"  FINDING     {f}")
     return "\n".join(lines)
+
+
+def _anchors(report: Report) -> list[str]:
+    if not report.anchors:
+        return ["  anchored    no (the bundle carries no anchor records)"] if report.valid else []
+    if report.chain_checks is None:
+        return [
+            f"  anchor      {_claimed(a)}: NOT VERIFIED (no chain access); VALID does not cover it"
+            for a in report.anchors
+        ]
+    lines = [line for check in report.chain_checks for line in _checked(check)]
+    verified = [c.claim for c in report.chain_checks if c.verified]
+    if verified and report.valid:
+        top = max(verified, key=lambda a: a.checkpoint.size)
+        size = top.checkpoint.size
+        lines.append(
+            f"  anchored    history up to log size {size} (b 1..{size}), in block {top.record.block}"
+            f" of chain {top.record.chain_id}: verified on chain"
+        )
+    return lines
+
+
+def _checked(check: AnchorCheck) -> list[str]:
+    a = check.claim
+    if not check.verified or check.log is None:
+        return [f"  anchor      {_claimed(a)}: NOT VERIFIED on chain (see the findings)"]
+    place = f"log size {a.checkpoint.size} in block {a.record.block} of chain {a.record.chain_id}"
+    count = "1 confirmation" if check.confirmations == 1 else f"{check.confirmations} confirmations"
+    proof = f"{count}, submitter {_hex(check.log.event.submitter)}"
+    lines = [f"  anchor      {place}: VERIFIED on chain ({proof})"]
+    if check.other_tx:
+        lines.append(
+            f"              logged by transaction {_hex(check.log.tx)}, not the record's {_hex(a.record.tx)}"
+            " (replaced or replayed; the log is the proof)"
+        )
+    return lines
+
+
+def _claimed(claim: AnchorClaim) -> str:
+    return f"log size {claim.checkpoint.size} claimed in block {claim.record.block} of chain {claim.record.chain_id}"
+
+
+def _hex(data: bytes) -> str:
+    return "0x" + data.hex()
 
 
 def _revocation(report: Report) -> list[str]:

@@ -10,8 +10,9 @@
    complete, except for gaps the device signed or a restart explains.
 6. Each seal is in the device seal log at a signed checkpoint, and consecutive
    checkpoints are consistent.
-7. Anchor records refer to checkpoints of this bundle (checking them against a chain
-   needs an RPC and belongs to the anchoring verifier).
+7. Anchor records refer to checkpoints of this bundle. Checking them against a chain
+   needs a node (agent.anchor.onchain); its results come back through
+   `Report.record_chain_checks`, judged by agent.trust.anchor_check.
 
 Malformed input raises `NotABundle`, and a CRL that no CA of the chain signed raises
 `CrlError`; everything else becomes findings in the report, so one run says everything
@@ -29,6 +30,7 @@ from typing import Any
 from cryptography import x509
 
 from agent.trust import cose, merkle
+from agent.trust.anchor_check import AnchorCheck, AnchorClaim
 from agent.trust.bundle import (
     Batch,
     Bundle,
@@ -78,7 +80,8 @@ class Report:
     gaps: list[GapRecord] = field(default_factory=list)
     tags: Counter[str] = field(default_factory=Counter)
     checkpointed_size: int | None = None
-    anchors: list[dict[str, Any]] = field(default_factory=list)
+    anchors: list[AnchorClaim] = field(default_factory=list)
+    chain_checks: list[AnchorCheck] | None = None  # None: not checked on a chain (no --rpc)
     findings: list[Finding] = field(default_factory=list)
 
     @property
@@ -87,6 +90,20 @@ class Report:
 
     def fail(self, where: str, message: str) -> None:
         self.findings.append(Finding(where, message))
+
+    def record_chain_checks(self, checks: list[AnchorCheck]) -> None:
+        """Step 7 on a chain: each problem is a finding at its record."""
+        self.chain_checks = checks
+        for check in checks:
+            for problem in check.problems:
+                self.fail(f"anchors[{check.claim.index}]", problem)
+        if self.findings:
+            self.withhold_whole_claims()
+
+    def withhold_whole_claims(self) -> None:
+        """Claims about the whole (completeness, signed gaps, log coverage) hold only if
+        all holds."""
+        self.complete, self.gaps, self.checkpointed_size = [], [], None
 
 
 @dataclass(frozen=True)
@@ -155,9 +172,7 @@ class _Verifier:
         self._log(seals, checkpoints)  # step 6
         self._anchors(checkpoints)  # step 7
         if self.report.findings:
-            # Claims about the whole (completeness, signed gaps, log coverage) hold only
-            # if all holds.
-            self.report.complete, self.report.gaps, self.report.checkpointed_size = [], [], None
+            self.report.withhold_whole_claims()
 
     # step 1 (content): every seal and checkpoint parses
     def _parse_seals(self) -> list[_Seal] | None:
@@ -383,20 +398,13 @@ class _Verifier:
 
     # step 7
     def _anchors(self, checkpoints: list[tuple[cose.Sign1, CheckpointPayload]]) -> None:
-        sizes = {data: c.size for data, (_, c) in zip(self.bundle.checkpoints, checkpoints)}
+        opened = dict(zip(self.bundle.checkpoints, checkpoints))
         for i, anchor in enumerate(self.bundle.anchors):
-            if anchor.checkpoint not in sizes:
+            if anchor.checkpoint not in opened:
                 self.report.fail(f"anchors[{i}]", "anchors a checkpoint that is not in this bundle")
                 continue
-            self.report.anchors.append(
-                {
-                    "size": sizes[anchor.checkpoint],
-                    "chain_id": anchor.chain_id,
-                    "block": anchor.block,
-                    "confirmations": anchor.confirmations,
-                    "checked_on_chain": False,
-                }
-            )
+            msg, checkpoint = opened[anchor.checkpoint]
+            self.report.anchors.append(AnchorClaim(i, anchor, msg.kid, checkpoint))
 
 
 def check_full_batch(s0: int, n: int, root: bytes, salt_key: bytes, readings: list[bytes]) -> str | None:
