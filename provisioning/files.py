@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from agent.errors import EdgesealError, KeyError_
+from agent.files import fsync_directory, write_new_file
 
 
 class AlreadyExists(EdgesealError):
@@ -44,7 +45,7 @@ def write_private(path: Path, data: bytes, *, overwrite: bool = False) -> None:
     """
     target = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp") if overwrite else path
     try:
-        _write_new_file(target, data, 0o600)
+        write_new_file(target, data, 0o600)
         if overwrite:
             os.replace(target, path)
     except FileExistsError:
@@ -74,10 +75,10 @@ def write_public_atomic(path: Path, data: bytes) -> None:
     file or the new one, never half of one: what the agent reads at start must be whole."""
     temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
     try:
-        _write_new_file(temporary, data, 0o644)
+        write_new_file(temporary, data, 0o644)
         os.chmod(temporary, 0o644)  # the umask may have narrowed it
         os.replace(temporary, path)
-        _fsync_directory(path.parent)
+        fsync_directory(path.parent)
     except OSError as exc:
         _remove_quietly(temporary)
         raise KeyError_(f"{path}: cannot write: {exc.strerror}") from None
@@ -94,26 +95,9 @@ def append_synced(path: Path, line: bytes) -> None:
             f.flush()
             os.fsync(f.fileno())
         if created:
-            _fsync_directory(path.parent)
+            fsync_directory(path.parent)
     except OSError as exc:
         raise KeyError_(f"{path}: cannot append: {exc.strerror}") from None
-
-
-def _fsync_directory(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_new_file(path: Path, data: bytes, mode: int) -> None:
-    """Create `path`, which must not exist, holding `data` on disk (fsync'd)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
 
 
 def _remove_quietly(path: Path) -> None:

@@ -26,6 +26,7 @@ from eth_keyfile.exceptions import EthKeyfileValueError
 from eth_utils import to_checksum_address
 
 from agent.errors import KeyError_
+from agent.files import fsync_directory, write_new_file
 
 KDF: Final = "scrypt"  # explicit: eth_account would otherwise take ETH_ACCOUNT_KDF from the environment
 CIPHER = "aes-128-ctr"
@@ -194,21 +195,9 @@ def _write_private(path: Path, data: bytes) -> None:
     leaves the old keystore or the new one, and an old file's looser mode is never kept."""
     temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
     try:
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+        write_new_file(temporary, data, 0o600)
         os.replace(temporary, path)
-        _fsync_directory(path.parent)
+        fsync_directory(path.parent)
     except OSError as exc:
         temporary.unlink(missing_ok=True)
         raise KeyError_(f"{path}: cannot write the chain keystore: {exc.strerror}") from None
-
-
-def _fsync_directory(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
