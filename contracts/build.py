@@ -23,7 +23,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 SOURCE = HERE / "AnchorRegistry.sol"
-ARTIFACT = HERE.parent / "agent" / "anchor" / "AnchorRegistry.json"  # shipped with the agent, which deploys and checks it
+# shipped with the agent, which deploys the contract and checks deployed code against it
+ARTIFACT = HERE.parent / "agent" / "anchor" / "AnchorRegistry.json"
 SOLCJS = HERE / "node_modules" / ".bin" / "solcjs"
 INSTALL_COMMAND = "bash scripts/npm-tools.sh"
 CONTRACT = "AnchorRegistry"
