@@ -53,3 +53,23 @@ def test_the_agent_anchors_checkpoints_and_the_export_proves_them(
         assert not buffer.anchors.alarms()
     finally:
         buffer.close()
+
+
+def test_the_policy_waits_for_enough_new_seals_and_the_interval(
+    tmp_path: Path, anvil: Anvil, chain_keystore: ChainAccount
+) -> None:
+    contract = deploy_registry(anvil)
+    fund(anvil, chain_keystore.address)
+    path = write_config(tmp_path, sources=SIMULATED)
+    policy = {"interval": "1s", "min_new_seals": 12}  # seals every 200 ms: about one anchor in 2.4 s
+    path.write_text(path.read_text() + anchor_section(anvil.url, anvil.chain_id, contract, chain_keystore, **policy))
+
+    run_for(load_config(path), 6.0)
+
+    buffer = Buffer.open(tmp_path / "state", create=False)
+    try:
+        sizes = [a.size for a in buffer.anchors.anchored()]
+    finally:
+        buffer.close()
+    assert 1 <= len(sizes) <= 3
+    assert sizes[0] >= 12 and all(b - a >= 12 for a, b in zip(sizes, sizes[1:]))
