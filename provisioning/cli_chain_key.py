@@ -14,12 +14,15 @@ from pathlib import Path
 from agent.keys.secrets import SECRET_NAME_RULE, seal_secret, secret_path
 from agent.keys.tpm.esys import connected
 from provisioning.cli_common import add_tcti_option
+from provisioning.files import AlreadyExists
 from provisioning.secret_cli import DEFAULT_DIR
 
 
 def _create(args: argparse.Namespace) -> int:
     from agent.anchor import keystore
 
+    if args.keystore.exists() and not args.force:  # existing material is left alone: exit 1, as for keys
+        raise AlreadyExists(f"{args.keystore} exists: --force replaces the chain keystore (and the account it holds)")
     keystore.check_destination(args.keystore, force=args.force)
     if args.passphrase_secret:
         passphrase = _sealed_passphrase(args)
@@ -32,7 +35,8 @@ def _create(args: argparse.Namespace) -> int:
     print(f"wrote {args.keystore} (mode 0600); its passphrase is {where}")
     print(
         f"next: fund {address} on the anchoring chain (or permission it, on a permissioned chain),"
-        f" and set anchor.key to {args.keystore.absolute()} in the agent configuration"
+        f" and set anchor.key.keystore to {args.keystore.absolute()} in the agent configuration"
+        + (f", with anchor.key.passphrase_secret: {args.passphrase_secret}" if args.passphrase_secret else "")
     )
     return 0
 

@@ -51,9 +51,9 @@ def created(swtpm_template: SwtpmFiles, tmp_path_factory: pytest.TempPathFactory
         yield Created(tpm, keystore, secrets_dir, out.getvalue())
 
 
-def _one_line_error(result, *words: str) -> None:  # type: ignore[no-untyped-def]
-    """Exit 2 with one `edgeseal-provision: ...` line on stderr holding `words`."""
-    assert result.code == 2, f"exit {result.code}: {result.out}{result.err}"
+def _one_line_error(result, *words: str, code: int = 2) -> None:  # type: ignore[no-untyped-def]
+    """Exit `code` with one `edgeseal-provision: ...` line on stderr holding `words`."""
+    assert result.code == code, f"exit {result.code}: {result.out}{result.err}"
     lines = result.err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("edgeseal-provision: "), result.err
     for word in words:
@@ -71,7 +71,8 @@ def test_create_prints_the_address_and_what_the_chain_operator_must_do(created: 
     assert first == f"chain account {created.address}"
     assert f"sealed to this TPM as secret '{SECRET}' in {created.secrets_dir}" in wrote
     assert f"fund {created.address}" in then and "permission it" in then
-    assert f"anchor.key to {created.keystore}" in then
+    assert f"anchor.key.keystore to {created.keystore}" in then
+    assert f"anchor.key.passphrase_secret: {SECRET}" in then
     for private in (created.keystore, created.secrets_dir / f"{SECRET}.sealed"):
         assert stat.S_IMODE(private.stat().st_mode) == 0o600
 
@@ -88,7 +89,7 @@ def test_an_existing_keystore_is_kept_and_no_secret_is_sealed(run, swtpm, tmp_pa
         "chain-key", "create", "--keystore", keystore, "--passphrase-secret", SECRET,
         "--secrets-dir", tmp_path / "secrets", "--tcti", swtpm.tcti,
     )  # fmt: skip
-    _one_line_error(result, str(keystore), "--force")
+    _one_line_error(result, str(keystore), "--force", code=1)  # existing material left alone
     assert keystore.read_bytes() == b"the account in use"
     assert not (tmp_path / "secrets").exists()
 
@@ -129,7 +130,7 @@ def test_a_passphrase_file_for_development(run, tmp_path) -> None:  # type: igno
     assert f"chain account {address}" in result.out and "development only" in result.out
     assert open_keystore(keystore, b"development passphrase").address == address
 
-    _one_line_error(run(*create), "--force")
+    _one_line_error(run(*create), "--force", code=1)
     assert keystore_address(keystore) == address
     assert run(*create, "--force").code == 0
     replaced = run("chain-key", "show", "--keystore", keystore).out.strip()
