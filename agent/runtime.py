@@ -11,6 +11,7 @@ checkpointed before the buffer closes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -25,6 +26,8 @@ from agent.buffer.store import Buffer
 from agent.errors import KeyError_
 from agent.keys import open_signer
 from agent.keys.signer import Signer
+from agent.metrics import Metrics
+from agent.notify import Notifier
 from agent.publish.publisher import Identity
 from agent.publish.service import start_publishing
 from agent.retention import Retention
@@ -67,6 +70,7 @@ async def run_agent(config: Any, stop: asyncio.Event, signer: Signer | None = No
 async def _run_with(config: Any, buffer: Buffer, signer: Signer, stop: asyncio.Event) -> RunStats:
     with buffer.reading():  # the state the pipeline resumes from
         stats = RunStats(boot=buffer.start_boot(time.time_ns()))
+        metrics = _metrics(config, stats.boot)
         sequencer = Sequencer(
             buffer,
             max_pending=config.buffer.max_pending,
@@ -82,9 +86,12 @@ async def _run_with(config: Any, buffer: Buffer, signer: Signer, stop: asyncio.E
             interval=config.seal.interval,
             checkpoint_every=config.seal.checkpoint_every,
             checkpoint_interval=config.seal.checkpoint_interval,
+            observer=metrics,
         )
         log.info("edgeseal started: device %s, boot %d, next seq %d", config.device.id, stats.boot, buffer.next_seq())
-    await _run_pipeline(config, buffer, sequencer, sealer, stop, stats, _secret_reader(config.identity, signer))
+    with metrics.serving(config.metrics.listen) if metrics else contextlib.nullcontext():
+        secret = _secret_reader(config.identity, signer)
+        await _run_pipeline(config, buffer, sequencer, sealer, stop, stats, secret, metrics)
     stats.seals, stats.log_size, stats.dropped = sealer.seals_made, sealer.log_size, sequencer.dropped
     log.info(
         "edgeseal stopped: %d seals this run, device log size %d, sealed through seq %d, %d readings dropped",
@@ -104,6 +111,7 @@ async def _run_pipeline(
     stop: asyncio.Event,
     stats: RunStats,
     secret: SecretReader | None = None,
+    metrics: Metrics | None = None,
 ) -> None:
     sink: ReadingSink = sequencer
     publishing = None
@@ -122,17 +130,29 @@ async def _run_pipeline(
     running = [("retention", _retention(config, buffer).run())] + (publishing.services() if publishing else [])
     if chain is not None:
         running.append(("anchoring", anchorer.run()))
+    if metrics is not None:
+        connected = publishing.connection.connected.is_set if publishing else None
+        running.append(("metrics", metrics.refresh(buffer, connected)))
+    notifier = Notifier()
+    if notifier.watchdog_interval is not None:
+        # healthy while the sealer completes rounds: a round lasts up to seal.interval
+        late = notifier.watchdog_interval + config.seal.interval
+        running.append(("watchdog", notifier.keep_alive(lambda: time.monotonic() - sealer.last_round < late)))
     services = [asyncio.create_task(coroutine, name=name) for name, coroutine in running]
     sources = [
-        asyncio.create_task(_supervise(source, sink, config.buffer.dir, stats, secret), name=f"source:{source.name}")
+        asyncio.create_task(
+            _supervise(source, sink, config.buffer.dir, stats, secret, metrics), name=f"source:{source.name}"
+        )
         for source in config.sources
     ]
     stopping = asyncio.create_task(stop.wait(), name="stop")
+    notifier.send("READY=1", f"STATUS=sealing as {config.device.id}, boot {stats.boot}")
     try:
         # The sealer, the flusher or a service ending on its own is a fault: stop and let it raise.
         await asyncio.wait({stopping, sealing, flusher, *services}, return_when=asyncio.FIRST_COMPLETED)
         ended = [task.get_name() for task in services if task.done() and not task.cancelled() and not task.exception()]
     finally:
+        notifier.send("STOPPING=1", "STATUS=stopping: sealing what was read")
         stopping.cancel()
         for task in sources:
             task.cancel()
@@ -157,18 +177,30 @@ async def _run_pipeline(
         raise RuntimeError(f"the {', '.join(ended)} service stopped by itself")
 
 
+def _metrics(config: Any, boot: int) -> Metrics | None:
+    """None without a `metrics` section: nothing is counted then."""
+    return Metrics(__version__, boot, anchoring=config.anchor is not None) if config.metrics else None
+
+
 def _retention(config: Any, buffer: Buffer) -> Retention:
     budget = config.buffer
     return Retention(buffer, max_bytes=budget.max_bytes, keep_delivered=budget.keep_delivered, warn_at=budget.warn_at)
 
 
 async def _supervise(
-    source: Any, sink: ReadingSink, state_dir: str, stats: RunStats, secret: SecretReader | None = None
+    source: Any,
+    sink: ReadingSink,
+    state_dir: str,
+    stats: RunStats,
+    secret: SecretReader | None = None,
+    metrics: Metrics | None = None,
 ) -> None:
     """Run one source; a crash (a bug: device faults are readings) restarts it with
     backoff, which starts over once it has run well for HEALTHY_AFTER seconds."""
     logger = logging.getLogger(f"edgeseal.source.{source.name}")
-    context = DriverContext(source.name, logger, state_dir, secret=secret)
+    observe = metrics.read_observer(source.name) if metrics else None
+    sink = metrics.counting(source.name, sink) if metrics else sink
+    context = DriverContext(source.name, logger, state_dir, secret=secret, observe_read=observe)
     crashes = 0
     while True:
         started = time.monotonic()

@@ -14,7 +14,7 @@ import logging
 import os
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from cryptography.hazmat.primitives.serialization import Encoding
 
@@ -40,6 +40,14 @@ RETRY_DELAYS = (0.1, 0.5, 1.0, 2.0, 5.0)
 T = TypeVar("T")
 
 
+class SealObserver(Protocol):
+    """Told of each signature and each committed seal (e.g. agent.metrics.Metrics)."""
+
+    def signed(self, seconds: float) -> None: ...
+
+    def sealed(self, seconds: float, log_size: int) -> None: ...
+
+
 class Sealer:
     def __init__(
         self,
@@ -53,12 +61,13 @@ class Sealer:
         checkpoint_every: int,
         checkpoint_interval: float,
         clock: Callable[[], int] = time.time_ns,
+        observer: SealObserver | None = None,
     ) -> None:
         self._buffer, self._sequencer, self._signer = buffer, sequencer, signer
         self._device_id, self._boot = device_id, boot
         self._interval = interval
         self._checkpoint_every, self._checkpoint_interval = checkpoint_every, checkpoint_interval
-        self._clock = clock
+        self._clock, self._observer = clock, observer
         self._kid = key_id(signer.public_key)
         self._x5chain = [c.public_bytes(Encoding.DER) for c in signer.certificate_chain]
         self._send_chain = True  # the first seal after each start carries the chain
@@ -69,6 +78,7 @@ class Sealer:
         self._checkpointed = buffer.last_checkpoint_size()
         self._last_checkpoint_at = time.monotonic()
         self.seals_made = 0
+        self.last_round = time.monotonic()  # when a round of sealing last completed: its health
 
     @property
     def log_size(self) -> int:
@@ -86,6 +96,7 @@ class Sealer:
             await self.seal_pending()
             if self._checkpoint_due():
                 await self.checkpoint()
+            self.last_round = time.monotonic()
         await self.finish()
 
     async def seal_pending(self) -> None:
@@ -125,6 +136,7 @@ class Sealer:
     async def _commit(
         self, s0: int, n: int, root: bytes, salt_key: bytes, gap: Gap | None, records_drop: int | None = None
     ) -> int:
+        started = time.perf_counter()
         b = self._log.size + 1
         payload = SealPayload(self._device_id, self._boot, b, s0, n, root, self._prev, self._clock(), gap)
         cose_bytes = await self._sign(SEAL_CONTENT_TYPE, payload.encode(), self._send_chain)
@@ -137,6 +149,8 @@ class Sealer:
         self._prev = seal_digest(cose_bytes)
         self._log = log_after
         self.seals_made += 1
+        if self._observer is not None:
+            self._observer.sealed(time.perf_counter() - started, self._log.size)
         return b
 
     def _checkpoint_due(self) -> bool:
@@ -157,8 +171,15 @@ class Sealer:
     async def _sign(self, content_type: str, payload: bytes, with_chain: bool) -> bytes:
         protected = cose.protected_header(content_type, self._kid)
         digest = cose.digest_to_sign(protected, payload)
-        signature = await _persistently(lambda: self._signer.sign_digest(digest), SigningError, "signing")
+        signature = await _persistently(lambda: self._timed_sign(digest), SigningError, "signing")
         return cose.assemble(protected, payload, signature, self._x5chain if with_chain else None)
+
+    async def _timed_sign(self, digest: bytes) -> bytes:
+        started = time.perf_counter()
+        signature = await self._signer.sign_digest(digest)
+        if self._observer is not None:
+            self._observer.signed(time.perf_counter() - started)
+        return signature
 
 
 def _load_log(buffer: Buffer) -> merkle.Frontier:

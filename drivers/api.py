@@ -12,7 +12,9 @@ Nothing here knows of signing, buffering, MQTT or chains.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+import time
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any, NamedTuple, Protocol, runtime_checkable
@@ -66,17 +68,33 @@ class ReadingSink(Protocol):
 @dataclass(frozen=True)
 class DriverContext:
     """What the agent lends a driver: a logger named after the source, a state
-    directory the driver may use for its own files (e.g. client certificates), and
-    `secret`, which reads a TPM-sealed secret by name (None when the agent has no TPM)."""
+    directory the driver may use for its own files (e.g. client certificates),
+    `secret`, which reads a TPM-sealed secret by name (None when the agent has no TPM), and
+    `observe_read`, told (seconds, succeeded) of each read a driver times with `timing_read`."""
 
     source_name: str
     logger: logging.Logger
     state_dir: str | None = None
     counters: dict[str, int] = field(default_factory=dict)
     secret: Callable[[str], Awaitable[str]] | None = None
+    observe_read: Callable[[float, bool], None] | None = None
 
     def count(self, name: str, increment: int = 1) -> None:
         self.counters[name] = self.counters.get(name, 0) + increment
+
+    @contextmanager
+    def timing_read(self) -> Iterator[None]:
+        """Around one read of a device: a read that raises failed (and the error goes on)."""
+        if self.observe_read is None:
+            yield
+            return
+        started = time.perf_counter()
+        try:
+            yield
+        except Exception:  # not CancelledError: a cancelled read neither failed nor succeeded
+            self.observe_read(time.perf_counter() - started, False)
+            raise
+        self.observe_read(time.perf_counter() - started, True)
 
 
 @runtime_checkable

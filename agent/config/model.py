@@ -31,6 +31,8 @@ DeviceId = Annotated[str, Matching(DEVICE_ID_RULE, DEVICE_ID_PATTERN)]
 MQTT_URL_RULE = "a broker URL like mqtt://broker.local or mqtts://broker.local:8883"
 MQTT_URL_PATTERN = r"mqtts?://(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)(?::[0-9]{1,5})?/?"
 FilePath = Annotated[str, Expected("a file path")]
+LISTEN_RULE = "an address to listen on like 127.0.0.1:9108, [::1]:9108 or 0.0.0.0:9108"
+LISTEN_PATTERN = r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+):[0-9]{1,5}"
 
 
 class _Section(BaseModel):
@@ -274,6 +276,22 @@ class MqttConfig(_Section):
         return self
 
 
+class MetricsConfig(_Section):
+    """The Prometheus endpoint of the agent."""
+
+    listen: Annotated[str, Matching(LISTEN_RULE, LISTEN_PATTERN)] = Field(
+        "127.0.0.1:9108",
+        description="HOST:PORT where GET /metrics answers, e.g. 0.0.0.0:9108 to be scraped from other machines.",
+    )
+
+    @field_validator("listen")
+    @classmethod
+    def _port_in_range(cls, value: str) -> str:
+        if not 1 <= int(value.rpartition(":")[2]) <= 65535:
+            raise expected(LISTEN_RULE + " (port 1 to 65535)")
+        return value
+
+
 def _source_type() -> Any:
     """One item of `sources`: the model of whichever driver its `type` names."""
     # Union over a runtime tuple: the `X | Y` spelling cannot express it.
@@ -296,6 +314,9 @@ class Config(_Section):
     mqtt: MqttConfig | None = Field(None, description="Where sealed data is published. Default: not published.")
     anchor: AnchorConfig | None = Field(
         None, description="Where checkpoints of the device log are anchored on chain. Default: not anchored."
+    )
+    metrics: MetricsConfig | None = Field(
+        None, description="A Prometheus endpoint for the agent's metrics. Default: none."
     )
 
     @field_validator("sources")

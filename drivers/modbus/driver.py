@@ -149,7 +149,8 @@ class ModbusDriver:
             return planned.bad(Quality.BAD_CONFIGURATION_ERROR), [planned]
         request = planned.request
         try:
-            words = await self._client.read(request.table, request.start, request.count, group.unit)
+            with self._context.timing_read():
+                words = await self._client.read(request.table, request.start, request.count, group.unit)
         except IllegalAddress as error:
             self._context.count("request_failures")
             return await self._split(group, planned, error)

@@ -217,7 +217,8 @@ class OpcUaDriver:
                 known.append(name)
             except UnknownNamespace:
                 unknown.append(name)
-        values = await self._checked(session.read(nodes))
+        with self._context.timing_read():  # polls only: subscriptions have no read to time
+            values = await self._checked(session.read(nodes))
         return [reading(name, value) for name, value in zip(known, values)] + bad_readings(
             unknown, Quality.BAD_NODE_ID_UNKNOWN
         )

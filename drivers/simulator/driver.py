@@ -67,7 +67,9 @@ class SimulatorDriver:
         interval = self._config.interval
         next_at = loop.time()
         while True:
-            await self._sink.submit(self._sample())
+            with self._context.timing_read():
+                readings = self._sample()
+            await self._sink.submit(readings)
             next_at += interval
             delay = next_at - loop.time()
             if delay < 0:

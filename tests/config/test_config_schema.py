@@ -26,7 +26,7 @@ from agent.config import (
     load_config,
 )
 from agent.config.anchoring import AnchorConfig, ChainKeyConfig, FeesConfig
-from agent.config.model import MqttLive, MqttTls
+from agent.config.model import MetricsConfig, MqttLive, MqttTls
 from agent.config.yaml_loader import load_yaml
 from agent.errors import ConfigError
 
@@ -120,6 +120,7 @@ AGENT_MODELS = [
     AnchorConfig,
     ChainKeyConfig,
     FeesConfig,
+    MetricsConfig,
 ]
 SIMULATOR_MODELS = [simulator.SourceConfig, simulator.SimTag, simulator.Fault, simulator.Generate]
 MODBUS_MODELS = [modbus.SourceConfig, modbus.SerialConfig, modbus.ModbusDevice, modbus.ModbusTag]
