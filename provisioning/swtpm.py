@@ -138,6 +138,13 @@ class SoftwareTpm:
         return f"swtpm:host=127.0.0.1,port={self.port}"
 
     @property
+    def pid(self) -> int:
+        """The swtpm process: SIGSTOP makes a TPM that stops answering."""
+        if self._process is None:
+            raise RuntimeError("the software TPM has not been started")
+        return self._process.pid
+
+    @property
     def running(self) -> bool:
         """True while the swtpm child process is alive."""
         return self._process is not None and self._process.poll() is None
