@@ -133,14 +133,16 @@ def _reader_went_away() -> int:
 
 def _run(args: argparse.Namespace) -> int:
     from agent.config import load_config
+    from agent.reload import Reload
     from agent.runtime import install_signal_handlers, run_agent
 
     config = load_config(args.config)
 
     async def main_task() -> None:
-        stop = asyncio.Event()
+        stop, reload = asyncio.Event(), Reload(args.config)
         install_signal_handlers(stop)
-        await run_agent(config, stop)
+        reload.install()
+        await run_agent(config, stop, reload=reload)
 
     asyncio.run(main_task())
     return 0

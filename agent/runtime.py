@@ -30,6 +30,7 @@ from agent.metrics import Metrics
 from agent.notify import Notifier
 from agent.publish.publisher import Identity
 from agent.publish.service import start_publishing
+from agent.reload import Reload
 from agent.retention import Retention
 from agent.sealer import Sealer
 from agent.sequencer import Sequencer
@@ -53,21 +54,26 @@ class RunStats:
     driver_restarts: dict[str, int] = field(default_factory=dict)
 
 
-async def run_agent(config: Any, stop: asyncio.Event, signer: Signer | None = None) -> RunStats:
-    """Run until `stop` is set; returns what this run did."""
+async def run_agent(
+    config: Any, stop: asyncio.Event, signer: Signer | None = None, reload: Reload | None = None
+) -> RunStats:
+    """Run until `stop` is set, replacing the sources whenever `reload` is requested;
+    returns what this run did."""
     signer = signer or await open_signer(config.identity)
     try:
         _check_identity(signer, config.device.id)
         buffer = Buffer.open(config.buffer.dir)
         try:
-            return await _run_with(config, buffer, signer, stop)
+            return await _run_with(config, buffer, signer, stop, reload)
         finally:
             buffer.close()
     finally:
         await signer.close()
 
 
-async def _run_with(config: Any, buffer: Buffer, signer: Signer, stop: asyncio.Event) -> RunStats:
+async def _run_with(
+    config: Any, buffer: Buffer, signer: Signer, stop: asyncio.Event, reload: Reload | None
+) -> RunStats:
     with buffer.reading():  # the state the pipeline resumes from
         stats = RunStats(boot=buffer.start_boot(time.time_ns()))
         metrics = _metrics(config, stats.boot)
@@ -91,7 +97,7 @@ async def _run_with(config: Any, buffer: Buffer, signer: Signer, stop: asyncio.E
         log.info("edgeseal started: device %s, boot %d, next seq %d", config.device.id, stats.boot, buffer.next_seq())
     with metrics.serving(config.metrics.listen) if metrics else contextlib.nullcontext():
         secret = _secret_reader(config.identity, signer)
-        await _run_pipeline(config, buffer, sequencer, sealer, stop, stats, secret, metrics)
+        await _run_pipeline(config, buffer, sequencer, sealer, stop, stats, secret, metrics, reload)
     stats.seals, stats.log_size, stats.dropped = sealer.seals_made, sealer.log_size, sequencer.dropped
     log.info(
         "edgeseal stopped: %d seals this run, device log size %d, sealed through seq %d, %d readings dropped",
@@ -112,6 +118,7 @@ async def _run_pipeline(
     stats: RunStats,
     secret: SecretReader | None = None,
     metrics: Metrics | None = None,
+    reload: Reload | None = None,
 ) -> None:
     sink: ReadingSink = sequencer
     publishing = None
@@ -139,17 +146,37 @@ async def _run_pipeline(
         late = notifier.watchdog_interval + config.seal.interval
         running.append(("watchdog", notifier.keep_alive(lambda: time.monotonic() - sealer.last_round < late)))
     services = [asyncio.create_task(coroutine, name=name) for name, coroutine in running]
-    sources = [
-        asyncio.create_task(
-            _supervise(source, sink, config.buffer.dir, stats, secret, metrics), name=f"source:{source.name}"
-        )
-        for source in config.sources
-    ]
+
+    def start_sources(configured: list[Any]) -> list[asyncio.Task[None]]:
+        return [
+            asyncio.create_task(
+                _supervise(source, sink, config.buffer.dir, stats, secret, metrics), name=f"source:{source.name}"
+            )
+            for source in configured
+        ]
+
+    sources = start_sources(config.sources)
     stopping = asyncio.create_task(stop.wait(), name="stop")
     notifier.send("READY=1", f"STATUS=sealing as {config.device.id}, boot {stats.boot}")
     try:
-        # The sealer, the flusher or a service ending on its own is a fault: stop and let it raise.
-        await asyncio.wait({stopping, sealing, flusher, *services}, return_when=asyncio.FIRST_COMPLETED)
+        while True:
+            reloading = asyncio.create_task(reload.requested.wait(), name="reload") if reload else None
+            # The sealer, the flusher or a service ending on its own is a fault: stop and let it raise.
+            watched = {stopping, sealing, flusher, *services, *([reloading] if reloading else [])}
+            done, _ = await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
+            if reloading is not None and done == {reloading}:
+                notifier.send("RELOADING=1")
+                configured = reload.sources(config)  # type: ignore[union-attr]
+                if configured is not None:
+                    for task in sources:
+                        task.cancel()
+                    await asyncio.gather(*sources, return_exceptions=True)
+                    sources = start_sources(configured)
+                notifier.send("READY=1")
+                continue
+            if reloading is not None:
+                reloading.cancel()
+            break
         ended = [task.get_name() for task in services if task.done() and not task.cancelled() and not task.exception()]
     finally:
         notifier.send("STOPPING=1", "STATUS=stopping: sealing what was read")
