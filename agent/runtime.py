@@ -1,11 +1,14 @@
 """The supervisor: builds the pipeline from a configuration and runs it until stopped.
 
 drivers -> sequencer -> buffer <- sealer, with the publisher and the anchoring worker
-reading the buffer, all on one event loop. A driver that crashes
-(a bug, not a device fault: those become Bad readings inside the driver) is logged and
-restarted with backoff; it never takes the other drivers or the sealer down. Stopping
-is orderly: drivers first, then whatever was read is committed, sealed and
-checkpointed before the buffer closes.
+reading the buffer, all on one event loop. A driver or a service (MQTT, publisher,
+anchoring, retention, metrics, watchdog) that fails or ends (a bug: device, network and
+chain faults are handled inside each) is logged and restarted with backoff; it never
+takes the others down. The sequencer and the sealer are not restarted in-process: their
+state is the buffer's, so a failure there ends the process for systemd to restart,
+which reloads that state from disk. Stopping is orderly: drivers first, then whatever
+was read is committed, sealed and checkpointed before the buffer closes.
+SIGHUP replaces the sources (agent.reload).
 """
 
 from __future__ import annotations
@@ -51,7 +54,8 @@ class RunStats:
     seals: int = 0
     log_size: int = 0
     dropped: int = 0
-    driver_restarts: dict[str, int] = field(default_factory=dict)
+    driver_restarts: dict[str, int] = field(default_factory=dict)  # by source name
+    service_restarts: dict[str, int] = field(default_factory=dict)  # by service name
 
 
 async def run_agent(
@@ -134,18 +138,22 @@ async def _run_pipeline(
         anchorer, chain = await start_anchoring(config.anchor, buffer, secret)
     flusher = asyncio.create_task(sequencer.run(), name="sequencer")
     sealing = asyncio.create_task(sealer.run(stop), name="sealer")
-    running = [("retention", _retention(config, buffer).run())] + (publishing.services() if publishing else [])
+    running: list[tuple[str, Callable[[], Awaitable[None]]]] = [("retention", _retention(config, buffer).run)]
+    running += publishing.services() if publishing else []
     if chain is not None:
-        running.append(("anchoring", anchorer.run()))
+        running.append(("anchoring", anchorer.run))
     if metrics is not None:
         connected = publishing.connection.connected.is_set if publishing else None
-        running.append(("metrics", metrics.refresh(buffer, connected)))
+        running.append(("metrics", lambda: metrics.refresh(buffer, connected)))
     notifier = Notifier()
     if notifier.watchdog_interval is not None:
         # healthy while the sealer completes rounds: a round lasts up to seal.interval
         late = notifier.watchdog_interval + config.seal.interval
-        running.append(("watchdog", notifier.keep_alive(lambda: time.monotonic() - sealer.last_round < late)))
-    services = [asyncio.create_task(coroutine, name=name) for name, coroutine in running]
+        running.append(("watchdog", lambda: notifier.keep_alive(lambda: time.monotonic() - sealer.last_round < late)))
+    services = [
+        asyncio.create_task(_restarting(f"the {name} service", run, stats.service_restarts, name), name=name)
+        for name, run in running
+    ]
 
     def start_sources(configured: list[Any]) -> list[asyncio.Task[None]]:
         return [
@@ -161,8 +169,8 @@ async def _run_pipeline(
     try:
         while True:
             reloading = asyncio.create_task(reload.requested.wait(), name="reload") if reload else None
-            # The sealer, the flusher or a service ending on its own is a fault: stop and let it raise.
-            watched = {stopping, sealing, flusher, *services, *([reloading] if reloading else [])}
+            # The sealer or the flusher ending on its own is a fault: stop and let it raise.
+            watched = {stopping, sealing, flusher, *([reloading] if reloading else [])}
             done, _ = await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
             if reloading is not None and done == {reloading}:
                 notifier.send("RELOADING=1")
@@ -177,7 +185,6 @@ async def _run_pipeline(
             if reloading is not None:
                 reloading.cancel()
             break
-        ended = [task.get_name() for task in services if task.done() and not task.cancelled() and not task.exception()]
     finally:
         notifier.send("STOPPING=1", "STATUS=stopping: sealing what was read")
         stopping.cancel()
@@ -197,11 +204,8 @@ async def _run_pipeline(
                 await asyncio.gather(task, return_exceptions=True)
             if chain is not None:
                 await chain.close()
-    for task in (flusher, *services):
-        if not task.cancelled() and task.exception() is not None:
-            raise task.exception()  # type: ignore[misc]
-    if ended:  # a service returns only by a bug: the agent stops rather than run without it
-        raise RuntimeError(f"the {', '.join(ended)} service stopped by itself")
+    if not flusher.cancelled() and flusher.exception() is not None:
+        raise flusher.exception()  # type: ignore[misc]
 
 
 def _metrics(config: Any, boot: int) -> Metrics | None:
@@ -222,26 +226,37 @@ async def _supervise(
     secret: SecretReader | None = None,
     metrics: Metrics | None = None,
 ) -> None:
-    """Run one source; a crash (a bug: device faults are readings) restarts it with
-    backoff, which starts over once it has run well for HEALTHY_AFTER seconds."""
+    """Run one source (device faults are readings, inside the driver); a crash is a bug,
+    and restarts it."""
     logger = logging.getLogger(f"edgeseal.source.{source.name}")
     observe = metrics.read_observer(source.name) if metrics else None
     sink = metrics.counting(source.name, sink) if metrics else sink
     context = DriverContext(source.name, logger, state_dir, secret=secret, observe_read=observe)
-    crashes = 0
+
+    async def run() -> None:
+        await drivers.driver_module(source.type).create(source, sink, context).run()
+
+    await _restarting(f"source {source.name}", run, stats.driver_restarts, source.name)
+
+
+async def _restarting(what: str, run: Callable[[], Awaitable[None]], restarts: dict[str, int], key: str) -> None:
+    """Runs `run` until cancelled: when it fails or returns (a bug either way), logs it,
+    counts it in `restarts[key]` and runs it again with backoff, which starts over once it
+    has run well for HEALTHY_AFTER seconds. A failing source or service never takes the
+    others, or the agent, down."""
+    failures = 0
     while True:
         started = time.monotonic()
         try:
-            driver = drivers.driver_module(source.type).create(source, sink, context)
-            await driver.run()
-            log.error("source %s stopped by itself; restarting it", source.name)
+            await run()
+            log.error("%s stopped by itself; restarting it", what)
         except asyncio.CancelledError:
             raise
-        except Exception:  # the one broad catch: a driver bug must not stop the agent
-            log.exception("source %s crashed", source.name)
-        crashes = 0 if time.monotonic() - started >= HEALTHY_AFTER else crashes + 1
-        stats.driver_restarts[source.name] = stats.driver_restarts.get(source.name, 0) + 1
-        await asyncio.sleep(RESTART_DELAYS[min(crashes, len(RESTART_DELAYS) - 1)])
+        except Exception:  # the one broad catch: a bug in one part must not stop the agent
+            log.exception("%s failed; restarting it", what)
+        failures = 0 if time.monotonic() - started >= HEALTHY_AFTER else failures + 1
+        restarts[key] = restarts.get(key, 0) + 1
+        await asyncio.sleep(RESTART_DELAYS[min(failures, len(RESTART_DELAYS) - 1)])
 
 
 def _secret_reader(identity: Any, signer: Signer) -> SecretReader | None:

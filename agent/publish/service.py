@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,9 +27,13 @@ class Publishing:
     publisher: Publisher
     live: LiveMirror | None
 
-    def services(self) -> list[tuple[str, Coroutine[Any, Any, None]]]:
-        running = [("mqtt", self.connection.run()), ("publisher", self.publisher.run())]
-        return running + ([("live", self.live.run())] if self.live else [])
+    def services(self) -> list[tuple[str, Callable[[], Awaitable[None]]]]:
+        """Each service by name, as a function that runs it (again, after a failure)."""
+        running: list[tuple[str, Callable[[], Awaitable[None]]]] = [
+            ("mqtt", self.connection.run),
+            ("publisher", self.publisher.run),
+        ]
+        return running + ([("live", self.live.run)] if self.live else [])
 
     async def close(self) -> None:
         """Says "offline" (retained) if the broker is there to hear it, within CLOSE_WITHIN."""

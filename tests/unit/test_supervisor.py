@@ -1,4 +1,5 @@
-"""A source whose driver crashes (a bug) is restarted; the others carry on."""
+"""A source whose driver crashes, or a service that fails (a bug), is restarted; the
+others carry on."""
 
 from __future__ import annotations
 
@@ -8,9 +9,12 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from agent_harness import SIMULATED, run_for, write_config
 
 from agent import runtime
 from agent.buffer.store import Buffer
+from agent.config import load_config
+from agent.retention import Retention
 from agent.sequencer import Sequencer
 from drivers.api import Reading
 
@@ -55,3 +59,23 @@ def test_a_crashing_driver_is_restarted_with_backoff(tmp_path: Path, monkeypatch
     buffer.close()
     assert crashy.creates == 3 and stats.driver_restarts == {"crashy": 2}
     assert crashy.readings > 10, "the third driver ran"
+
+
+def test_a_failing_service_is_restarted_and_the_agent_runs_on(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = []
+    real_run = Retention.run
+
+    async def fails_once(self: Retention) -> None:
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("bug in the retention service")
+        await real_run(self)
+
+    monkeypatch.setattr(Retention, "run", fails_once)
+    monkeypatch.setattr(runtime, "RESTART_DELAYS", (0.05, 0.1))
+    config = load_config(write_config(tmp_path, sources=SIMULATED))
+
+    stats = run_for(config, 1.5)
+
+    assert stats.service_restarts == {"retention": 1} and len(calls) == 2
+    assert stats.seals > 3  # sealing never stopped
