@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from agent import cli_commissioning as commissioning
+from agent import logs
 from agent.cli_args import positive_int, positive_seconds
 from agent.errors import EdgesealError, InvalidBundle, UsageError
 
@@ -106,11 +107,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    logs.setup(verbose=args.verbose)
     try:
         return _COMMANDS[args.command](args)
     except EdgesealError as exc:
