@@ -21,12 +21,15 @@ import signal
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import drivers
 from agent import __version__
 from agent.buffer.store import Buffer
 from agent.errors import KeyError_
+from agent.health import FILE as HEALTH_FILE
+from agent.health import Health
 from agent.keys import open_signer
 from agent.keys.signer import Signer
 from agent.metrics import Metrics
@@ -138,7 +141,11 @@ async def _run_pipeline(
         anchorer, chain = await start_anchoring(config.anchor, buffer, secret)
     flusher = asyncio.create_task(sequencer.run(), name="sequencer")
     sealing = asyncio.create_task(sealer.run(stop), name="sealer")
-    running: list[tuple[str, Callable[[], Awaitable[None]]]] = [("retention", _retention(config, buffer).run)]
+    health = Health(Path(config.buffer.dir) / HEALTH_FILE)
+    running: list[tuple[str, Callable[[], Awaitable[None]]]] = [
+        ("retention", _retention(config, buffer).run),
+        ("health", health.write_periodically),
+    ]
     running += publishing.services() if publishing else []
     if chain is not None:
         running.append(("anchoring", anchorer.run))
@@ -156,9 +163,11 @@ async def _run_pipeline(
     ]
 
     def start_sources(configured: list[Any]) -> list[asyncio.Task[None]]:
+        health.keep_only({source.name for source in configured})
         return [
             asyncio.create_task(
-                _supervise(source, sink, config.buffer.dir, stats, secret, metrics), name=f"source:{source.name}"
+                _supervise(source, health.watching(source.name, sink), config.buffer.dir, stats, secret, metrics),
+                name=f"source:{source.name}",
             )
             for source in configured
         ]

@@ -1,5 +1,5 @@
 """`edgeseal status`: sealing and delivery as an operator reads them, from the state
-directory, while nothing (or an agent) runs."""
+directory, while nothing (or an agent) runs; and whether the devices answer."""
 
 from __future__ import annotations
 
@@ -9,9 +9,12 @@ import time
 from pathlib import Path
 
 import pytest
+from agent_harness import run_for, write_config
 from cli_runner import in_process
 from fixtures import open_pipeline
+from modbus_servers import free_port
 
+from agent.config import load_config
 from agent.keys.software import SoftwareSigner
 from drivers.api import Reading
 from provisioning.devca import make_demo_identity
@@ -46,3 +49,33 @@ def test_status_of_a_missing_state_directory_is_one_line(tmp_path: Path, capsys:
     result = in_process(capsys, "status")("--state-dir", str(tmp_path / "nowhere"))
     assert result.code == 2
     assert result.error().startswith("edgeseal: ")
+
+
+def test_status_says_which_devices_answer_with_their_latest_values(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sources = f"""  - name: line
+    type: simulator
+    interval: 50ms
+    tags:
+      - {{name: speed, type: int, pattern: constant, value: 42}}
+  - name: dead
+    type: modbus
+    url: tcp://127.0.0.1:{free_port()}
+    interval: 100ms
+    timeout: 200ms
+    devices:
+      - unit: 1
+        tags:
+          - {{name: dead.power, address: 400001, type: float32}}"""
+    config = write_config(tmp_path, sources=sources)
+    run_for(load_config(config), 1.5)
+
+    status = in_process(capsys, "status", "--state-dir", str(tmp_path / "state"))
+    text = status()
+    assert text.code == 0, text.err
+    assert "  line       answering, last good reading" in text.out and "speed=42" in text.out
+    assert "  dead       NOT ANSWERING (last good reading never): dead.power quality 0x80" in text.out
+    health = json.loads(status("--json").out)["health"]
+    assert health["sources"]["line"]["tags"]["speed"]["value"] == 42
+    assert health["sources"]["dead"]["last_good"] is None
