@@ -49,6 +49,9 @@ log = logging.getLogger(__name__)
 RESTART_DELAYS = (1.0, 2.0, 5.0, 10.0, 30.0)
 EXIT_INTERRUPTED = 130
 HEALTHY_AFTER = 60.0  # seconds a source must run before its backoff starts over
+# seconds a stop waits for the last seal (a full disk, a TPM that stopped answering): below
+# systemd's TimeoutStopSec=30, so the buffer is closed by the agent, not killed with it
+STOP_WITHIN = 20.0
 
 
 @dataclass
@@ -202,7 +205,7 @@ async def _run_pipeline(
         await asyncio.gather(*sources, return_exceptions=True)
         stop.set()
         try:
-            await sealing  # finishes: final flush, seal and checkpoint
+            await _finish(sealing)  # final flush, seal and checkpoint, within STOP_WITHIN
         finally:
             if publishing is not None:
                 await publishing.close()
@@ -225,6 +228,20 @@ def _metrics(config: Any, boot: int) -> Metrics | None:
 def _retention(config: Any, buffer: Buffer) -> Retention:
     budget = config.buffer
     return Retention(buffer, max_bytes=budget.max_bytes, keep_delivered=budget.keep_delivered, warn_at=budget.warn_at)
+
+
+async def _finish(sealing: asyncio.Task[None]) -> None:
+    """The sealer's last round, given STOP_WITHIN seconds. Cut short, it loses nothing: a
+    seal is committed whole or not at all, and what was read but not sealed is sealed at
+    the next start."""
+    try:
+        await asyncio.wait_for(asyncio.shield(sealing), STOP_WITHIN)
+    except TimeoutError:
+        sealing.cancel()
+        await asyncio.gather(sealing, return_exceptions=True)
+        log.warning(
+            "the last seal did not finish within %gs; what is unsealed is sealed at the next start", STOP_WITHIN
+        )
 
 
 async def _supervise(

@@ -14,6 +14,7 @@ from agent_harness import SIMULATED, run_for, write_config
 from agent import runtime
 from agent.buffer.store import Buffer
 from agent.config import load_config
+from agent.keys.software import SoftwareSigner
 from agent.retention import Retention
 from agent.sequencer import Sequencer
 from drivers.api import Reading
@@ -79,3 +80,39 @@ def test_a_failing_service_is_restarted_and_the_agent_runs_on(tmp_path: Path, mo
 
     assert stats.service_restarts == {"retention": 1} and len(calls) == 2
     assert stats.seals > 3  # sealing never stopped
+
+
+class HangingSigner(SoftwareSigner):
+    """Signs until told to hang, then never answers: a TPM that stopped answering."""
+
+    hang = False
+
+    async def sign_digest(self, digest: bytes) -> bytes:
+        if self.hang:
+            await asyncio.Event().wait()
+        return await super().sign_digest(digest)
+
+
+def test_a_stop_is_bounded_when_the_last_seal_cannot_be_made(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(runtime, "STOP_WITHIN", 0.5)
+    config = load_config(write_config(tmp_path, sources=SIMULATED))
+    signer = HangingSigner.from_files(tmp_path / "device-key.pem", tmp_path / "device-chain.pem")
+
+    async def scenario() -> float:
+        stop = asyncio.Event()
+        running = asyncio.create_task(runtime.run_agent(config, stop, signer))
+        await asyncio.sleep(1.0)
+        signer.hang = True
+        await asyncio.sleep(0.3)
+        stop.set()
+        began = asyncio.get_running_loop().time()
+        await running
+        return asyncio.get_running_loop().time() - began
+
+    assert asyncio.run(scenario()) < 2.0
+    buffer = Buffer.open(tmp_path / "state")  # closed cleanly: it opens, and its seals chain
+    try:
+        last = buffer.last_seal()
+        assert last is not None and last.b >= 2
+    finally:
+        buffer.close()
