@@ -37,6 +37,8 @@ def setup(*, verbose: bool, stream: TextIO = sys.stderr, environ: Mapping[str, s
     else:
         handler.setFormatter(OneLineFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, handlers=[handler])
+    if not verbose:  # web3 reports each connection it closes at INFO: noise in a report
+        logging.getLogger("web3").setLevel(logging.WARNING)
 
 
 def _is_journal(stream: TextIO, environ: Mapping[str, str]) -> bool:

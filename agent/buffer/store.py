@@ -280,6 +280,10 @@ class Buffer:
             " AND b < (SELECT max(b) FROM seals WHERE n > 0) ORDER BY b LIMIT ?",
             (batches,),
         ).fetchall()
+        # one run of consecutive batches: a delivered batch or a drop record between two
+        # dropped ones would otherwise sit inside the gap, which must name only dropped seqs
+        # and must match the hole a consumer sees between the seals it received
+        rows = [row for i, row in enumerate(rows) if row[0] == rows[0][0] + i] if rows else rows
         if not rows:
             return None
         gap = Gap(rows[0][1], rows[-1][1] + rows[-1][2] - 1, why)

@@ -161,3 +161,28 @@ def test_a_hole_in_the_middle_verifies_only_with_the_drop_records_that_tile_it(
     broken = verify_bundle(exported(leave_out=28), roots)
     assert not broken.valid
     assert any("batch(es) 3..25 missing" in finding.message for finding in broken.findings)
+
+
+def test_a_drop_never_spans_a_delivered_batch_or_an_earlier_drop_record(tmp_path: Path) -> None:
+    """Each drop record names one run of consecutive batches, so its gap is exactly the
+    hole a consumer sees between the seals it received."""
+    identity = make_demo_identity(tmp_path, DEVICE)
+    signer = SoftwareSigner.from_files(identity.key_path, identity.chain_path)
+
+    async def scenario() -> list[tuple[int, int]]:
+        buffer, sequencer, sealer = open_pipeline(tmp_path / "state", signer, DEVICE)
+        for start in range(0, 400, 100):  # b 1..4, seqs 1..400
+            await sequencer.submit(_readings(start, 100))
+            await sealer.seal_pending()
+        buffer.mark_delivered(2, time.time_ns())
+        first = buffer.drop_undelivered(10, "buffer full: test")  # b 1 only: b 2 was delivered
+        await sealer.seal_pending()  # its drop record: b 5
+        for start in range(400, 600, 100):  # b 6, 7
+            await sequencer.submit(_readings(start, 100))
+            await sealer.seal_pending()
+        second = buffer.drop_undelivered(10, "buffer full: test")  # b 3, 4: not b 6, past the record
+        third = buffer.drop_undelivered(10, "buffer full: test")  # b 6; b 7 is the newest
+        buffer.close()
+        return [(g.first, g.last) for g in (first, second, third) if g is not None]
+
+    assert asyncio.run(scenario()) == [(1, 100), (201, 400), (401, 500)]
