@@ -35,7 +35,9 @@ from cryptography import x509
 
 from agent.anchor import devchain
 from agent.anchor.keystore import create_keystore, keystore_address
+from agent.anchor.onchain import check_anchors
 from agent.anchor.registry import deployed_code
+from agent.anchor.rpc import Chain
 from agent.buffer.store import Buffer
 from agent.config import load_config
 from agent.demo_broker import Mosquitto, find_mosquitto
@@ -47,6 +49,7 @@ from agent.keys.tpm.handles import DEFAULT_HANDLE
 from agent.keys.tpm.tcti import parse_tcti
 from agent.report import render_text
 from agent.runtime import RunStats, install_signal_handlers, run_agent
+from agent.trust.anchor_check import AnchorCheck
 from agent.trust.bundle import Anchor, Batch, Bundle, decode_anchor
 from agent.trust.leaf import decode_leaf
 from agent.trust.payloads import open_checkpoint
@@ -100,10 +103,12 @@ def run_demo(directory: Path, seconds: float, rpc: str | None = None) -> int:
         waiting_before = _waiting(config.buffer.dir)
         started = time.time_ns()
         stats = asyncio.run(_run_for(config, plant, seconds))
-    with _step("exporting a full and a selective bundle, and verifying them"):
-        anchored, checked = _export_and_verify(directory, config.buffer.dir, identity.ca_path, started)
-    with _step(f"changing one reading in a copy of {FULL}, and verifying the copy"):
-        forged, tampering = _tamper(checked[0], directory / TAMPERED, identity.ca_path)
+        with _step("exporting a full and a selective bundle, and verifying them"):
+            anchored, checked = _export_and_verify(directory, config.buffer.dir, identity.ca_path, started)
+        with _step("checking this run's anchors on the chain"):  # while the development chain runs
+            on_chain = asyncio.run(_check_on_chain(chain.url, checked[0].report, anchored))
+        with _step(f"changing one reading in a copy of {FULL}, and verifying the copy"):
+            forged, tampering = _tamper(checked[0], directory / TAMPERED, identity.ca_path)
 
     print("\nsummary")
     print(f"  device      {DEVICE_ID}, {key_text}")
@@ -114,12 +119,13 @@ def run_demo(directory: Path, seconds: float, rpc: str | None = None) -> int:
     print(f"{stats.dropped} readings dropped")
     print(_mqtt_line(broker, config.buffer.dir, stats.seals + waiting_before))
     print(_anchors_line(anchored, checked[0].bundle.anchors, chain, stats.log_size, config.seal.checkpoint_interval))
+    print("\n".join(_on_chain_lines(on_chain)))
     print(render_text(checked[0].report, str(checked[0].path)))
     print(_selective_line(checked[1]))
     print("\n".join(_tampered_lines(forged, tampering)))
     print(f"  state       {config.buffer.dir}")
     print("\n".join(_by_hand(directory, identity.ca_path, config.buffer.dir, chain)))
-    genuine = all(c.report.valid for c in checked)
+    genuine = all(c.report.valid for c in checked) and all(check.verified for check in on_chain)
     return 0 if genuine and not forged.report.valid else 1
 
 
@@ -237,6 +243,31 @@ def _export_and_verify(
     finally:
         buffer.close()
     return anchored, checked
+
+
+async def _check_on_chain(url: str, report: Report, anchored: list[Anchor]) -> list[AnchorCheck]:
+    """This run's anchor records checked on the chain, as `edgeseal verify --rpc` checks
+    them. (Records of earlier runs name development chains that are gone.)"""
+    claims = [claim for claim in report.anchors if claim.record in anchored]
+    chain = Chain.connect(url)
+    try:
+        return await check_anchors(chain, claims)
+    finally:
+        await chain.close()
+
+
+def _on_chain_lines(checks: list[AnchorCheck]) -> list[str]:
+    lines = []
+    for check in checks:
+        where = f"log size {check.claim.checkpoint.size} in block {check.claim.record.block}"
+        if check.verified and check.log is not None:
+            submitter = "0x" + check.log.event.submitter.hex()
+            lines.append(
+                f"  on chain    {where}: VERIFIED ({check.confirmations} confirmations, submitter {submitter})"
+            )
+        else:
+            lines.append(f"  on chain    {where}: NOT VERIFIED: {'; '.join(check.problems)}")
+    return lines
 
 
 def _tamper(genuine: Checked, path: Path, ca_path: Path) -> tuple[Checked, Tampering]:

@@ -54,6 +54,8 @@ def _anchored_this_run(result: subprocess.CompletedProcess[str]) -> int:
     assert result.returncode == 0, result.stdout + result.stderr
     found = re.search(r"^  anchors     (\d+) this run, .*; the bundle carries them", result.stdout, re.MULTILINE)
     assert found, result.stdout
+    on_chain = re.findall(r"^  on chain    log size \d+ in block \d+: VERIFIED \(", result.stdout, re.MULTILINE)
+    assert len(on_chain) == int(found[1]), result.stdout  # each checked on the chain while it runs
     return int(found[1])
 
 
