@@ -85,9 +85,12 @@ class AnchorConfig(_Section):
     rpc: Annotated[str, Matching(RPC_URL_RULE, RPC_URL_PATTERN)] = Field(
         description="JSON-RPC URL of a node of the chain (Besu, Quorum, FISCO BCOS in EVM mode, Ethereum)."
     )
-    chain_id: int = Field(ge=1, description="The chain's id; the agent refuses a node of another chain.")
+    chain_id: int = Field(
+        ge=1, description="The chain's id. A node of another chain is refused (and anchoring waits, saying so)."
+    )
     contract: Annotated[str, Matching(ADDRESS_RULE, ADDRESS_PATTERN)] = Field(
-        description="Address of the AnchorRegistry contract."
+        description="Address of the AnchorRegistry contract, quoted. Its code is checked against the build "
+        "edgeseal ships."
     )
     key: ChainKeyConfig = Field(description="The chain account that sends anchor transactions.")
     poa: bool = Field(
@@ -99,7 +102,9 @@ class AnchorConfig(_Section):
         "`confirmations`: final once `confirmations` blocks are on top (proof-of-work, proof-of-stake, Clique).",
     )
     confirmations: int = Field(12, ge=1, description="finality: confirmations only. Blocks on top for finality.")
-    interval: Duration = Field(600.0, description="Anchor at most this often, e.g. 10m.")
+    interval: Duration = Field(
+        600.0, description="Anchor at most this often, e.g. 10m; an anchor covers the log to the newest checkpoint."
+    )
     min_new_seals: int = Field(1, ge=1, description="Anchor only when the log grew by at least this many seals.")
     fees: FeesConfig = Field(FeesConfig(), description="Transaction fees.")
     gas_limit: int = Field(

@@ -55,13 +55,15 @@ class TpmConfig(_Section):
 
     tcti: Annotated[str, Expected(TCTI_RULE)] = Field(
         "device:/dev/tpmrm0",
-        description="How to reach the TPM: `device:/dev/tpmrm0` (the kernel resource manager), "
-        "`tabrmd` (the access broker) or `swtpm:host=127.0.0.1,port=2321` (a software TPM, for tests).",
+        description="How to reach the TPM: `device:/dev/tpmrm0` (the kernel resource manager: use it, not "
+        "/dev/tpm0, so other TPM users cannot disturb the agent), `tabrmd` (the access broker) or "
+        "`swtpm:host=127.0.0.1,port=2321` (a software TPM, for tests and the demo).",
     )
     handle: int = Field(
         DEFAULT_HANDLE,
-        description="Persistent handle of the device key, e.g. 0x81020001 (the default: outside the "
-        "TCG-reserved SRK range 0x81000000-0x8100FFFF and EK range 0x81010000-0x8101FFFF).",
+        description="Persistent handle of the device key, e.g. 0x81020001. The default stays clear of the "
+        "TCG-reserved ranges: storage root keys 0x81000000-0x8100FFFF and endorsement keys "
+        "0x81010000-0x8101FFFF; platform handles from 0x81800000 are not the owner's to use.",
     )
     min_sign_interval: Duration = Field(
         0.0,
@@ -98,8 +100,9 @@ class IdentityConfig(_Section):
 
     signer: Literal["software", "tpm"] = Field(
         "software",
-        description="Where the signing key lives. `tpm`: in this gateway's TPM (production). "
-        "`software`: a private key file (development and tests only).",
+        description="Where the signing key lives. `tpm`: in this gateway's TPM, where it was created at the "
+        "factory and never leaves (production). `software`: a private key file (development and tests only; "
+        'it proves only "whoever holds this file").',
     )
     key: FilePath | None = Field(
         None,
@@ -176,13 +179,15 @@ class BufferConfig(_Section):
         100000,
         ge=1000,
         description="Readings held in memory while the database cannot be written. "
-        "Beyond this the oldest are dropped, and the loss is recorded as a signed gap.",
+        "Beyond this the oldest are dropped, and the loss is recorded as a signed gap that every verifier sees.",
     )
     max_bytes: ByteSize = Field(
         1 << 30,
         description="Disk budget of the buffer, e.g. 2GB or 500MiB. When it is reached, the readings of "
-        "delivered batches are deleted first, then those of the oldest undelivered ones, recorded as a "
-        "signed gap; reading never stops.",
+        "delivered batches are deleted first (oldest first), then those of the oldest undelivered batches, "
+        "and a signed drop record says which seqs went and why; it is published like any batch. Reading "
+        "never stops. Seals and checkpoints are always kept, and so is the newest batch: the budget may be "
+        "passed by at most one batch.",
     )
     keep_delivered: Duration = Field(
         7 * 86400.0,
@@ -281,7 +286,8 @@ class MetricsConfig(_Section):
 
     listen: Annotated[str, Matching(LISTEN_RULE, LISTEN_PATTERN)] = Field(
         "127.0.0.1:9108",
-        description="HOST:PORT where GET /metrics answers, e.g. 0.0.0.0:9108 to be scraped from other machines.",
+        description="HOST:PORT where GET /metrics answers. The default answers only on the gateway itself; "
+        "0.0.0.0:9108 lets a Prometheus server on the plant network scrape it. A port in use stops the start.",
     )
 
     @field_validator("listen")

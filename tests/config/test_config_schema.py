@@ -3,6 +3,7 @@ every field."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from agent.config import (
     SealConfig,
     config_schema,
     load_config,
+    reference,
 )
 from agent.config.anchoring import AnchorConfig, ChainKeyConfig, FeesConfig
 from agent.config.model import MetricsConfig, MqttLive, MqttTls
@@ -149,3 +151,11 @@ def test_every_field_is_documented(doc: str, models: list[type[BaseModel]]) -> N
     text = (ROOT / doc).read_text(encoding="utf-8")
     names = {name for model in models for name in model.model_fields}
     assert sorted(name for name in names if f"`{name}`" not in text) == []
+
+
+def test_the_configuration_reference_tables_are_generated_from_the_models() -> None:
+    """docs/configuration.md's field tables are what `python -m agent.config.reference`
+    makes of the models: a changed field, type, default or description cannot go unnoticed."""
+    text = (ROOT / "docs" / "configuration.md").read_text(encoding="utf-8")
+    assert reference.render(text) == text, "run: python -m agent.config.reference docs/configuration.md"
+    assert sorted(re.findall(r"<!-- fields: ([\w.]+) -->", text)) == sorted(reference.SECTIONS)
