@@ -96,8 +96,10 @@ def test_a_slow_signer_makes_seals_larger_not_readings_slower(tmp_path: Path) ->
     stamps = sorted(
         decode_leaf(r).ts for b in decode_bundle(data).batches for r in b.readings if decode_leaf(r).tag == "temp"
     )
-    widest = max(b - a for a, b in zip(stamps, stamps[1:]))
-    assert widest < 150_000_000, f"readings stalled {widest / 1e6:.0f} ms while the signer worked"
+    # a signer that held readings up would leave a gap of 200-600 ms at every one of its
+    # ~10 signatures; one long gap is a disk's fsync on a busy machine, not the signer
+    stalls = [b - a for a, b in zip(stamps, stamps[1:]) if b - a >= 150_000_000]
+    assert len(stalls) <= 1, f"readings stalled {[round(s / 1e6) for s in stalls]} ms while the signer worked"
     seals = _seals(data)
     assert len(seals) <= 2.5 / 0.2 + 2, "one signature at a time, each covering what arrived meanwhile"
     # ~400 readings/s and a 50 ms seal interval: ~20 per seal with a fast signer
