@@ -54,6 +54,7 @@ from agent.trust.bundle import Anchor, Batch, Bundle, decode_anchor
 from agent.trust.leaf import decode_leaf
 from agent.trust.payloads import open_checkpoint
 from agent.trust.verify import Report, verify_bundle
+from drivers.api import is_bad
 from provisioning.devca import DemoIdentity, make_demo_identity, make_demo_tpm_identity
 from provisioning.swtpm import SoftwareTpm, manufacture, swtpm_available
 
@@ -64,7 +65,6 @@ FULL, TAMPERED = "bundle.cbor", "bundle-tampered.cbor"
 CHAIN_KEY, CHAIN_PASSPHRASE, REGISTRY_FILE = "chain-key.json", "chain-passphrase", "chain-registry.json"
 FUNDS = 10**18  # 1 ether: thousands of anchors at a development chain's fees (~50,000 gas at ~2 gwei)
 KEY_LABEL = "passphrase in a plain file: DEVELOPMENT ONLY, production seals it in the TPM"
-BAD = 0x80000000  # the severity bit of a Bad quality (OPC UA status code)
 
 
 @dataclass(frozen=True)
@@ -299,7 +299,7 @@ def _sources_lines(config: Any, bundle: Bundle) -> list[str]:
     for batch in bundle.batches:
         for leaf in map(decode_leaf, batch.readings if isinstance(batch, Batch) else ()):
             tags[leaf.tag] += 1
-            if leaf.quality & BAD:
+            if is_bad(leaf.quality):
                 bad[leaf.tag] += 1
     lines = []
     for source in config.sources:

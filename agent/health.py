@@ -19,11 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from drivers.api import Reading, ReadingSink
+from drivers.api import Reading, ReadingSink, is_bad
 
 FILE = "health.json"
 WRITE_EVERY = 5.0  # seconds
-BAD = 0x80000000  # the StatusCode severity bit of Bad
 
 
 @dataclass
@@ -71,7 +70,7 @@ class _WatchingSink:
         latest = self._health.latest
         for reading in readings:
             latest[reading.tag] = reading
-        if any(not reading.quality & BAD for reading in readings):
+        if not all(is_bad(reading.quality) for reading in readings):
             self._health.last_good_ns = time.time_ns()
         await self._sink.submit(readings)
 

@@ -20,17 +20,16 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
 from agent.buffer.store import Buffer
 from agent.errors import UsageError
-from drivers.api import Reading, ReadingSink
+from drivers.api import Reading, ReadingSink, is_bad, is_good
 
 REFRESH_EVERY = 2.0  # seconds between two reads of the buffer's figures
 READ_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 SIGN_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0)
-_SEVERITY = {0: "good", 1: "uncertain"}  # StatusCode bits 30-31; 10 and 11 are Bad
 
 
 def quality_class(quality: int) -> str:
     """good, uncertain or bad, from an OPC UA StatusCode's severity bits."""
-    return _SEVERITY.get(quality >> 30, "bad")
+    return "good" if is_good(quality) else "bad" if is_bad(quality) else "uncertain"
 
 
 class Metrics:

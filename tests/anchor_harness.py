@@ -16,10 +16,9 @@ from typing import Any, TypeVar
 
 import pytest
 from anvil_chain import Anvil
-from web3 import Web3
 
+from agent.anchor import devchain
 from agent.anchor.keystore import create_keystore, keystore_address
-from agent.anchor.registry import artifact
 from agent.trust.bundle import Anchor, decode_anchor
 
 PASSPHRASE = b"test passphrase, development only"
@@ -45,17 +44,12 @@ def chain_keystore(tmp_path_factory: pytest.TempPathFactory) -> ChainAccount:
 
 
 def deploy_registry(anvil: Anvil) -> str:
-    web3 = Web3(Web3.HTTPProvider(anvil.url))
-    factory = web3.eth.contract(abi=artifact()["abi"], bytecode=artifact()["bytecode"])
-    receipt = web3.eth.wait_for_transaction_receipt(factory.constructor().transact({"from": anvil.accounts[0]}))
-    assert receipt["status"] == 1
-    return receipt["contractAddress"]
+    """The registry on `anvil`, deployed and checked as the demo deploys it on a node."""
+    return devchain.deploy_registry(anvil.url)
 
 
 def fund(anvil: Anvil, address: str, ether: int = 10) -> None:
-    web3 = Web3(Web3.HTTPProvider(anvil.url))
-    tx = web3.eth.send_transaction({"from": anvil.accounts[0], "to": address, "value": Web3.to_wei(ether, "ether")})
-    assert web3.eth.wait_for_transaction_receipt(tx)["status"] == 1
+    devchain.fund(anvil.url, address, ether * 10**18)
 
 
 def anchor_section(
