@@ -129,10 +129,12 @@ def _reader_went_away() -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from agent import crashpoints
     from agent.config import load_config
     from agent.reload import Reload
     from agent.runtime import install_signal_handlers, run_agent
 
+    crashpoints.arm(os.environ)
     config = load_config(args.config)
 
     async def main_task() -> None:

@@ -19,6 +19,7 @@ from typing import Any, Protocol, TypeVar
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from agent.buffer.store import Buffer, BufferWriteError, SealRow
+from agent.crashpoints import crash_point
 from agent.errors import SigningError
 from agent.keys.signer import Signer, key_id
 from agent.sequencer import OpenBatch, Sequencer
@@ -75,6 +76,7 @@ class Sealer:
         self._log = _load_log(buffer)
         last = buffer.last_seal()
         self._prev = seal_digest(last.cose) if last else ZERO_HASH
+        self._last_t = last.t if last else 0
         self._checkpointed = buffer.last_checkpoint_size()
         self._last_checkpoint_at = time.monotonic()
         self.seals_made = 0
@@ -139,7 +141,13 @@ class Sealer:
         started = time.perf_counter()
         b = self._log.size + 1
         payload = SealPayload(self._device_id, self._boot, b, s0, n, root, self._prev, self._clock(), gap)
+        if payload.t < self._last_t:
+            # Order is b and seq, never time: the seal keeps the clock's time, and says so.
+            back = (self._last_t - payload.t) / 1e9
+            log.warning("the system clock went back %.3f s before seal b=%d; times are as the clock gave them", back, b)
+        self._last_t = payload.t
         cose_bytes = await self._sign(SEAL_CONTENT_TYPE, payload.encode(), self._send_chain)
+        crash_point("seal.signed")
         log_after = self._log.copy()
         log_after.append(merkle.leaf_hash(cose_bytes))
         row = SealRow(b, s0, n, payload.t, salt_key, cose_bytes, log_after.nodes)
@@ -162,6 +170,7 @@ class Sealer:
         size = self._log.size
         payload = CheckpointPayload(self._device_id, size, self._log.root(), self._clock())
         cose_bytes = await self._sign(CHECKPOINT_CONTENT_TYPE, payload.encode(), False)
+        crash_point("checkpoint.signed")
         commit = self._buffer.commit_checkpoint
         what = f"storing checkpoint {size}"
         await _persistently(lambda: _now(commit, size, payload.t, cose_bytes), BufferWriteError, what)

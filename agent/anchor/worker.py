@@ -48,6 +48,7 @@ from agent.anchor.registry import deployed_code
 from agent.anchor.rpc import Chain, ChainUnavailable, Receipt, TransactionRejected
 from agent.buffer.anchor_journal import AnchorTx
 from agent.buffer.store import Buffer, BufferWriteError
+from agent.crashpoints import crash_point
 from agent.trust.anchors import (
     AnchorFormatError,
     anchor_calldata,
@@ -297,6 +298,7 @@ class Anchorer:
             block_hash=receipt.block_hash,
             confirmations=confirmations,
         )
+        crash_point("anchor.final")
         self._journal.settle(receipt.tx_hash, tx.size, record.encode(), self._clock())
         self.state.on_chain_size = tx.size
         log.info(
@@ -349,7 +351,9 @@ class Anchorer:
         tx = AnchorTx(tx_hash, nonce, size, raw, fees.max_fee, fees.tip, self._clock())
         self._journal.add(tx)  # fsync'd before it can reach any node
         log.info("anchoring checkpoint %d: transaction %s, nonce %d", size, tx.hash.hex(), nonce)
+        crash_point("anchor.journaled")
         await self._send(tx.raw)
+        crash_point("anchor.sent")
 
     async def _send(self, raw: bytes) -> None:
         try:

@@ -28,6 +28,7 @@ from typing import Any, TextIO
 
 from agent.buffer.anchor_journal import AnchorJournal
 from agent.buffer.schema import SCHEMA_VERSION, migrate
+from agent.crashpoints import crash_point
 from agent.errors import BufferError_
 from agent.trust import cbor, merkle
 from agent.trust.payloads import Gap
@@ -155,6 +156,7 @@ class Buffer:
             self._conn.execute("BEGIN")
             try:
                 self._conn.executemany("INSERT INTO readings(seq, leaf) VALUES (?, ?)", rows)
+                crash_point("readings.written")
                 self._conn.execute("COMMIT")
             except BaseException:
                 self._rollback()
@@ -188,6 +190,7 @@ class Buffer:
             )
             if records_drop is not None:
                 self._conn.execute("UPDATE drops SET sealed_b = ? WHERE first = ?", (seal.b, records_drop))
+            crash_point("seal.written")
 
     def seals(self, first_b: int = 1, last_b: int | None = None) -> Iterator[SealRow]:
         last_b = last_b if last_b is not None else 2**62
@@ -202,6 +205,7 @@ class Buffer:
     def commit_checkpoint(self, size: int, t: int, cose_bytes: bytes) -> None:
         with self._writing(f"store checkpoint {size}"), self._durable():
             self._conn.execute("INSERT INTO checkpoints(size, t, cose) VALUES (?, ?, ?)", (size, t, cose_bytes))
+            crash_point("checkpoint.written")
 
     def checkpoints(self) -> list[tuple[int, bytes]]:
         return self._conn.execute("SELECT size, cose FROM checkpoints ORDER BY size").fetchall()

@@ -26,6 +26,7 @@ import time
 from dataclasses import dataclass
 
 from agent.buffer.store import Buffer, BufferWriteError, OutgoingBatch
+from agent.crashpoints import crash_point
 from agent.publish.mqtt import MqttConnection, NotDelivered, Refused
 from agent.trust import cbor
 
@@ -158,6 +159,7 @@ class Publisher:
         finally:
             slots.release()
         self.published += 1
+        crash_point("batch.acknowledged")
         try:
             self._buffer.mark_delivered(batch.b, time.time_ns())
         except BufferWriteError as exc:  # a full disk: unmarked, the batch goes again (a duplicate)
@@ -166,4 +168,5 @@ class Publisher:
     async def _checkpoints(self) -> None:
         for size, cose_bytes in self._buffer.undelivered_checkpoints():
             await self._connection.publish(self._topics.checkpoint, cose_bytes)
+            crash_point("checkpoint.acknowledged")
             self._buffer.mark_checkpoint_delivered(size, time.time_ns())

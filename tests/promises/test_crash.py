@@ -1,0 +1,327 @@
+"""The crash suite (DESIGN 5, first promise): the whole agent under load — readings,
+sealing, checkpoints, MQTT delivery to Mosquitto, anchoring on anvil — killed with SIGKILL
+over and over, at every crash point (agent/crashpoints.py: between the steps whose order
+the promises rest on) and at random moments. After every kill the buffer must open clean
+(`PRAGMA integrity_check`), every batch sealed before is still there byte for byte with
+all its readings, `b` and `seq` continue without a hole, and checkpoints and anchor
+records never change. After the last kill an orderly run must deliver and anchor, every
+batch acknowledged by the broker must have reached a subscriber (copies recognisable by
+`b`), and the export must verify, offline and on the chain.
+
+`EDGESEAL_CRASH_TRIALS` sets the number of kills (CI runs a short suite; docs/reliability.md
+gives the full run's figures and command).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import paho.mqtt.client as paho
+import pytest
+from agent_harness import DEVICE_ID, export_and_verify, write_config
+from anchor_harness import ChainAccount, Journal, anchor_section, deploy_registry, fund, wait_for
+from anvil_chain import Anvil
+from cli_runner import in_process
+from mqtt_broker import Broker, BrokerFarm, BrokerSpec
+
+from agent.crashpoints import ENV, POINTS
+from agent.trust import cbor
+from agent.trust.payloads import open_seal
+
+TRIALS = int(os.environ.get("EDGESEAL_CRASH_TRIALS", str(2 * (len(POINTS) + 1))))
+LOAD = """  - name: load
+    type: simulator
+    interval: 10ms
+    generate: {count: 200, prefix: "p.", pattern: random}"""
+# More than one core can store: the memory queue overflows, readings are dropped, and
+# kills land between a drop and the seal that would have signed its gap.
+OVERLOAD = """  - name: flood
+    type: simulator
+    interval: 10ms
+    generate: {count: 4000, prefix: "f.", pattern: random}"""
+SEALING = "interval: 100ms\n  checkpoint_every: 5"
+# How many arrivals at each point a trial may run to before its kill: within a few
+# seconds of the start at this load (10 seals and 2 checkpoints a second, an anchor a second).
+ARRIVALS = {
+    "readings.written": 300,
+    "seal.signed": 30,
+    "seal.written": 30,
+    "checkpoint.signed": 6,
+    "checkpoint.written": 6,
+    "batch.acknowledged": 30,
+    "checkpoint.acknowledged": 6,
+    "anchor.journaled": 2,
+    "anchor.sent": 2,
+    "anchor.final": 2,
+}
+NOT_REACHED_WITHIN = 20.0  # seconds; a point not reached by then is reported, and the trial ends with a kill
+
+
+@dataclass(frozen=True)
+class Sealed:
+    """What a seal must keep for ever: its bytes, and the digest of its readings."""
+
+    cose: bytes
+    s0: int
+    n: int
+    first: int  # the first seq it accounts for (a gap's first, else s0)
+    boot: int
+    readings: bytes
+
+
+@dataclass
+class Snapshot:
+    seals: dict[int, Sealed]
+    checkpoints: dict[int, bytes]
+    anchors: dict[int, bytes]
+    boots: int
+
+
+def snapshot(db: Path) -> Snapshot:
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        seals = {}
+        for b, s0, n, cose in conn.execute("SELECT b, s0, n, cose FROM seals ORDER BY b"):
+            leaves = conn.execute(
+                "SELECT leaf FROM readings WHERE seq BETWEEN ? AND ? ORDER BY seq", (s0, s0 + n - 1)
+            ).fetchall()
+            assert len(leaves) == n, f"batch {b} lost readings"
+            payload = open_seal(cose)[1]
+            first = payload.gap.first if payload.gap else s0
+            digest = hashlib.sha256(b"".join(leaf for (leaf,) in leaves)).digest()
+            seals[b] = Sealed(cose, s0, n, first, payload.boot, digest)
+        checkpoints = dict(conn.execute("SELECT size, cose FROM checkpoints"))
+        anchors = dict(_rows(conn, "SELECT size, record FROM anchors"))
+        (boots,) = conn.execute("SELECT count(*) FROM boots").fetchone()
+        return Snapshot(seals, checkpoints, anchors, boots)
+    finally:
+        conn.close()
+
+
+def _rows(conn: sqlite3.Connection, sql: str) -> list[tuple[int, bytes]]:
+    try:
+        return conn.execute(sql).fetchall()
+    except sqlite3.OperationalError:  # killed before the anchoring tables were made
+        return []
+
+
+def assert_kept(before: Snapshot, now: Snapshot, trial: str) -> None:
+    """Nothing committed before the kill changed or vanished; counters continue."""
+    for b, seal in before.seals.items():
+        assert now.seals.get(b) == seal, f"{trial}: sealed batch {b} changed or vanished"
+    for size, cose in before.checkpoints.items():
+        assert now.checkpoints.get(size) == cose, f"{trial}: checkpoint {size} changed or vanished"
+    for size, record in before.anchors.items():
+        assert now.anchors.get(size) == record, f"{trial}: anchor record {size} changed or vanished"
+    bs = sorted(now.seals)
+    assert bs == list(range(1, len(bs) + 1)), f"{trial}: batch numbers have holes"
+    for b in bs[1:]:
+        prev, seal = now.seals[b - 1], now.seals[b]
+        assert seal.first == prev.s0 + prev.n, f"{trial}: seq does not continue at batch {b}"
+        assert seal.boot >= prev.boot, f"{trial}: boot went back at batch {b}"
+    assert not bs or now.seals[bs[-1]].boot <= now.boots, f"{trial}: a seal names a start never counted"
+
+
+class Subscriber:
+    """An auditor's persistent MQTT session: every batch message the broker accepted."""
+
+    def __init__(self, broker: Broker) -> None:
+        self.received: Counter[int] = Counter()
+        self._lock = threading.Lock()
+        self._client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="crash-auditor", clean_session=False)
+        self._client.on_connect = lambda client, *_: client.subscribe(f"edgeseal/v1/{DEVICE_ID}/batch", qos=1)
+        self._client.on_message = self._on_message
+        host, port = broker.url.removeprefix("mqtt://").rsplit(":", 1)
+        self._client.connect(host, int(port))
+        self._client.loop_start()
+
+    def _on_message(self, _client: paho.Client, _userdata: object, message: paho.MQTTMessage) -> None:
+        b = open_seal(cbor.decode(message.payload)["seal"])[1].b
+        with self._lock:
+            self.received[b] += 1
+
+    def numbers(self) -> Counter[int]:
+        with self._lock:
+            return Counter(self.received)
+
+    def close(self) -> None:
+        self._client.disconnect()
+        self._client.loop_stop()
+
+
+@dataclass
+class Tally:
+    """The suite's figures: kills per crash point, and points a trial did not reach."""
+
+    kills: Counter[str] = field(default_factory=Counter)
+    not_reached: Counter[str] = field(default_factory=Counter)
+
+    def line(self) -> str:
+        kills = ", ".join(f"{point} {self.kills[point]}" for point in [*POINTS, "random"] if self.kills[point])
+        missed = f"; not reached in time: {dict(self.not_reached)}" if self.not_reached else ""
+        return f"{sum(self.kills.values())} kills ({kills}){missed}"
+
+
+class Trials:
+    """Starts the agent again and again, each time killed at the trial's point."""
+
+    def __init__(self, config: Path, seed: int) -> None:
+        self.config, self.db = config, config.parent / "state" / "buffer.db"
+        self.log = config.parent / "agent.log"
+        self.rng = random.Random(seed)
+        self.tally = Tally()
+        self.state = Snapshot({}, {}, {}, 0)
+
+    def start(self, crash_at: str | None = None) -> subprocess.Popen[bytes]:
+        env = {k: v for k, v in os.environ.items() if k != ENV} | ({ENV: crash_at} if crash_at else {})
+        with self.log.open("ab") as log:
+            command = [sys.executable, "-m", "agent.cli", "run", "--config", str(self.config)]
+            return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+
+    def kill(self, trial: int, point: str | None) -> None:
+        if point is None:
+            agent = self.start()
+            time.sleep(self.rng.uniform(0.8, 4.0))  # interpreter start-up is ~0.6 s of it
+            agent.send_signal(signal.SIGKILL)
+            agent.wait(timeout=10)
+            self.tally.kills["random"] += 1
+        else:
+            agent = self.start(f"{point}:{self.rng.randint(1, ARRIVALS[point])}")
+            try:
+                code = agent.wait(timeout=NOT_REACHED_WITHIN)
+            except subprocess.TimeoutExpired:
+                agent.kill()
+                agent.wait()
+                self.tally.not_reached[point] += 1
+            else:
+                assert code == -signal.SIGKILL, f"trial {trial}: the agent ended with {code}, see {self.log}"
+                self.tally.kills[point] += 1
+        now = snapshot(self.db)
+        assert_kept(self.state, now, f"trial {trial} ({point or 'random moment'})")
+        self.state = now
+
+    def run(self, trials: int, points: tuple[str, ...]) -> None:
+        slots: list[str | None] = [*points, None]
+        for trial in range(trials):
+            self.kill(trial, slots[trial % len(slots)])
+
+
+def test_kill_9_at_every_crash_point_loses_nothing(
+    tmp_path: Path,
+    mqtt_brokers: BrokerFarm,
+    anvil: Anvil,
+    chain_keystore: ChainAccount,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    broker = mqtt_brokers.start(BrokerSpec(persistence=True))
+    subscriber = Subscriber(broker)
+    contract = deploy_registry(anvil)
+    fund(anvil, chain_keystore.address)
+    config = write_config(tmp_path, sources=LOAD, seal=SEALING)
+    config.write_text(
+        config.read_text()
+        + f"mqtt:\n  url: {broker.url}\n  keepalive: 2s\n"
+        + anchor_section(anvil.url, anvil.chain_id, contract, chain_keystore)
+    )
+    seed = int.from_bytes(os.urandom(4), "big")
+    trials = Trials(config, seed)
+    started = time.monotonic()
+    try:
+        trials.run(TRIALS, POINTS)
+        reached = set(trials.tally.kills)
+        assert reached >= {*POINTS, "random"}, f"seed {seed}: never killed at {set(POINTS) - reached}"
+
+        # an orderly run delivers what waits and anchors a checkpoint of its own
+        sealed, checkpointed = len(trials.state.seals), max(trials.state.checkpoints, default=0)
+        agent = trials.start()
+        journal = Journal(config.parent / "state")
+        wait_for(lambda: _caught_up(trials.db, sealed, checkpointed), "the backlog delivered, a new anchor", 90)
+        agent.send_signal(signal.SIGTERM)
+        assert agent.wait(timeout=30) == 0, trials.log.read_text()[-3000:]
+        assert not journal.alarms(), journal.alarms()
+        final = snapshot(trials.db)
+        assert_kept(trials.state, final, "the orderly run")
+        received = wait_for(lambda: _received_all_delivered(subscriber, trials.db), "the subscriber caught up")
+    finally:
+        subscriber.close()
+
+    report, bundle = export_and_verify(config)
+    assert report.valid, report.findings
+    assert len(report.complete) == 1 and not report.gaps, (report.complete, report.gaps)
+    # every start is counted, but one killed before its first seal leaves no seal of its boot
+    assert report.boots[-1] == final.boots and TRIALS + 1 - trials.tally.kills["random"] <= final.boots <= TRIALS + 1
+    path = tmp_path / "bundle.cbor"
+    path.write_bytes(bundle)
+    on_chain = in_process(capsys, "verify")(path, "--ca", tmp_path / "ca.pem", "--rpc", anvil.url)
+    assert on_chain.code == 0 and "VERIFIED on chain" in on_chain.out, on_chain.out + on_chain.err
+
+    copies = sum(received.values()) - len(received)
+    print(
+        f"reliability: crash: full stack, {TRIALS} trials in {time.monotonic() - started:.0f} s (seed {seed}):"
+        f" {trials.tally.line()}; {len(final.seals)} batches, {report.readings} readings sealed, none lost;"
+        f" {final.boots} boots; {len(final.anchors)} anchors verified on chain; {copies} duplicate deliveries by b"
+    )
+
+
+def test_kill_9_while_overloaded_leaves_only_signed_gaps(tmp_path: Path) -> None:
+    """Overloaded, the memory queue drops readings: kills between a drop and the seal
+    that signs its gap must leave the gap signed by the next start, never silent."""
+    config = write_config(tmp_path, sources=OVERLOAD, seal=SEALING)
+    config.write_text(config.read_text().replace("buffer:\n", "buffer:\n  max_pending: 1000\n"))
+    seed = int.from_bytes(os.urandom(4), "big")
+    trials = Trials(config, seed)
+    points = ("readings.written", "seal.signed", "seal.written", "checkpoint.signed", "checkpoint.written")
+    count = max(len(points) + 1, TRIALS // 2)
+    trials.run(count, points)
+
+    agent = trials.start()  # a last, orderly run checkpoints everything
+    time.sleep(2.0)
+    agent.send_signal(signal.SIGTERM)
+    assert agent.wait(timeout=30) == 0, trials.log.read_text()[-3000:]
+    report, _ = export_and_verify(config)
+    assert report.valid, report.findings
+    assert report.gaps, "the overload dropped nothing: the test did not test drops"
+    assert all(gap.signed for gap in report.gaps), report.gaps
+    pieces = sorted([*report.complete, *((g.first, g.last) for g in report.gaps)])
+    assert pieces[0][0] == 1 and all(a[1] + 1 == b[0] for a, b in zip(pieces, pieces[1:])), (
+        "every seq from 1 on is either a verified reading or inside a signed gap"
+    )
+    print(
+        f"reliability: crash: overloaded, {count} trials (seed {seed}): {trials.tally.line()};"
+        f" {report.readings} readings sealed, {len(report.gaps)} signed gaps, every seq accounted for"
+    )
+
+
+def _caught_up(db: Path, sealed: int, checkpointed: int) -> bool:
+    """The batches sealed before this run are delivered, and a checkpoint of this run is anchored."""
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        (waiting,) = conn.execute("SELECT count(*) FROM seals WHERE delivered IS NULL AND b <= ?", (sealed,)).fetchone()
+        (anchored,) = conn.execute("SELECT coalesce(max(size), 0) FROM anchors").fetchone()
+        return waiting == 0 and anchored > checkpointed
+    finally:
+        conn.close()
+
+
+def _received_all_delivered(subscriber: Subscriber, db: Path) -> Counter[int] | None:
+    """Every batch the broker acknowledged reached the subscriber: the numbers received
+    are exactly 1..last sealed."""
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        delivered = {b for (b,) in conn.execute("SELECT b FROM seals WHERE delivered IS NOT NULL")}
+    finally:
+        conn.close()
+    received = subscriber.numbers()
+    return received if delivered <= set(received) else None
