@@ -21,22 +21,20 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import paho.mqtt.client as paho
 import pytest
 from agent_harness import DEVICE_ID, export_and_verify, write_config
 from anchor_harness import ChainAccount, Journal, anchor_section, deploy_registry, fund, wait_for
 from anvil_chain import Anvil
 from cli_runner import in_process
-from mqtt_broker import Broker, BrokerFarm, BrokerSpec
+from mqtt_auditor import Subscriber
+from mqtt_broker import BrokerFarm, BrokerSpec
 
 from agent.crashpoints import ENV, POINTS
-from agent.trust import cbor
 from agent.trust.payloads import open_seal
 
 TRIALS = int(os.environ.get("EDGESEAL_CRASH_TRIALS", str(2 * (len(POINTS) + 1))))
@@ -134,33 +132,6 @@ def assert_kept(before: Snapshot, now: Snapshot, trial: str) -> None:
     assert not bs or now.seals[bs[-1]].boot <= now.boots, f"{trial}: a seal names a start never counted"
 
 
-class Subscriber:
-    """An auditor's persistent MQTT session: every batch message the broker accepted."""
-
-    def __init__(self, broker: Broker) -> None:
-        self.received: Counter[int] = Counter()
-        self._lock = threading.Lock()
-        self._client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="crash-auditor", clean_session=False)
-        self._client.on_connect = lambda client, *_: client.subscribe(f"edgeseal/v1/{DEVICE_ID}/batch", qos=1)
-        self._client.on_message = self._on_message
-        host, port = broker.url.removeprefix("mqtt://").rsplit(":", 1)
-        self._client.connect(host, int(port))
-        self._client.loop_start()
-
-    def _on_message(self, _client: paho.Client, _userdata: object, message: paho.MQTTMessage) -> None:
-        b = open_seal(cbor.decode(message.payload)["seal"])[1].b
-        with self._lock:
-            self.received[b] += 1
-
-    def numbers(self) -> Counter[int]:
-        with self._lock:
-            return Counter(self.received)
-
-    def close(self) -> None:
-        self._client.disconnect()
-        self._client.loop_stop()
-
-
 @dataclass
 class Tally:
     """The suite's figures: kills per crash point, and points a trial did not reach."""
@@ -226,7 +197,7 @@ def test_kill_9_at_every_crash_point_loses_nothing(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     broker = mqtt_brokers.start(BrokerSpec(persistence=True))
-    subscriber = Subscriber(broker)
+    subscriber = Subscriber(broker, DEVICE_ID)
     contract = deploy_registry(anvil)
     fund(anvil, chain_keystore.address)
     config = write_config(tmp_path, sources=LOAD, seal=SEALING)
