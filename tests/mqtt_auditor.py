@@ -19,6 +19,7 @@ class Subscriber:
     def __init__(self, broker: Broker, device: str) -> None:
         self.received: Counter[int] = Counter()
         self.order: list[int] = []
+        self.seals: dict[int, bytes] = {}  # the first seal received for each b
         self._lock = threading.Lock()
         self._client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="auditor", clean_session=False)
         self._client.on_connect = lambda client, *_: client.subscribe(f"edgeseal/v1/{device}/batch", qos=1)
@@ -28,14 +29,20 @@ class Subscriber:
         self._client.loop_start()
 
     def _on_message(self, _client: paho.Client, _userdata: object, message: paho.MQTTMessage) -> None:
-        b = open_seal(cbor.decode(message.payload)["seal"])[1].b
+        seal = cbor.decode(message.payload)["seal"]
+        b = open_seal(seal)[1].b
         with self._lock:
             self.received[b] += 1
             self.order.append(b)
+            self.seals.setdefault(b, seal)
 
     def numbers(self) -> Counter[int]:
         with self._lock:
             return Counter(self.received)
+
+    def seen(self) -> dict[int, bytes]:
+        with self._lock:
+            return dict(self.seals)
 
     def close(self) -> None:
         self._client.disconnect()
