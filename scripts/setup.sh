@@ -15,8 +15,9 @@ log=.venv/install.log
 
 # Debian packages: swtpm for the software TPM; tpm2-pytss compiles against libtss2 from source;
 # socat and mbpoll for the Modbus tests (RTU over a pseudo-terminal pair; an independent client);
-# mosquitto, the MQTT broker of the publishing tests
-system_packages="swtpm swtpm-tools libtss2-dev pkg-config gcc python3-dev socat mbpoll mosquitto"
+# mosquitto, the MQTT broker of the publishing tests; faketime (libfaketime) steps the agent's
+# wall clock in the clock-fault tests; libfuse2 for the power-cut suite's file system (fusepy)
+system_packages="swtpm swtpm-tools libtss2-dev pkg-config gcc python3-dev socat mbpoll mosquitto faketime libfuse2"
 # Node.js for the tests' independent OPC UA server (node-opcua), unless a Node.js with npm
 # is already installed (e.g. from NodeSource, whose nodejs package includes npm)
 if [ "${1:-}" = "test" ] && ! command -v npm >/dev/null; then

@@ -1,11 +1,14 @@
-"""The sealer against a real buffer: retries, and checkpoints under a slow signer."""
+"""The sealer against a real buffer: retries, checkpoints under a slow signer, and a
+system clock that steps back."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from pathlib import Path
 
+import pytest
 from fixtures import open_pipeline
 
 from agent.buffer.store import Buffer
@@ -107,4 +110,38 @@ def test_checkpoints_keep_coming_while_a_slow_signer_seals_a_busy_stream(tmp_pat
     checkpointed = asyncio.run(scenario())
     assert checkpointed >= 2, "no checkpoint while seals kept coming"
     assert len(buffer.checkpoints()) >= 3
+    buffer.close()
+
+
+class SteppedClock:
+    """A wall clock that reads what the test set, in seconds, as the sealer's clock."""
+
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> int:
+        return int(self.now * 1e9)
+
+
+def test_a_clock_that_steps_back_is_kept_and_warned_of_once_per_step(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    identity = make_demo_identity(tmp_path, "sealer-1")
+    signer = SoftwareSigner.from_files(identity.key_path, identity.chain_path)
+    clock = SteppedClock(1_000.0)
+    buffer, sequencer, sealer = open_pipeline(tmp_path / "state", signer, "sealer-1", clock=clock)
+    times = [1_000.0, 1_001.0, 900.0, 901.0, 901.0, 5_000.0, 4_999.5]  # back, still, forward, back
+
+    async def seal_one_batch_at_each_time() -> None:
+        for now in times:
+            clock.now = now
+            await sequencer.submit(_readings(2))
+            await sealer.seal_pending()
+
+    with caplog.at_level(logging.WARNING, logger="agent.sealer"):
+        asyncio.run(seal_one_batch_at_each_time())
+    assert [s.t for s in buffer.seals()] == [int(now * 1e9) for now in times], "a seal time was not the clock's"
+    warned = [r.getMessage() for r in caplog.records if "clock went back" in r.getMessage()]
+    assert len(warned) == 2, warned
+    assert "went back 101.000 s before seal b=3" in warned[0] and "went back 0.500 s before seal b=7" in warned[1]
     buffer.close()
