@@ -46,6 +46,7 @@ OVERLOAD = """  - name: flood
 SEALING = "interval: 100ms\n  checkpoint_every: 5"
 
 
+@pytest.mark.timeout(180 + 20 * TRIALS)  # a trial takes 2-10 s
 def test_kill_9_at_every_crash_point_loses_nothing(
     tmp_path: Path,
     mqtt_brokers: BrokerFarm,
@@ -103,6 +104,7 @@ def test_kill_9_at_every_crash_point_loses_nothing(
     )
 
 
+@pytest.mark.timeout(120 + 10 * TRIALS)
 def test_kill_9_while_overloaded_leaves_only_signed_gaps(tmp_path: Path) -> None:
     """Overloaded, the memory queue drops readings: kills between a drop and the seal
     that signs its gap must leave the gap signed by the next start, never silent."""

@@ -51,6 +51,7 @@ def anchored_on_chain(url: str, contract: str) -> list[AnchoredEvent]:
     return [decode_anchored([bytes.fromhex(t[2:]) for t in x["topics"]], bytes.fromhex(x["data"][2:])) for x in logs]
 
 
+@pytest.mark.timeout(180 + 30 * TRIALS)  # a trial takes 3-20 s
 def test_a_power_cut_at_every_crash_point_loses_nothing_the_world_saw(
     tmp_path: Path, mqtt_brokers: BrokerFarm, anvil: Anvil, chain_keystore: ChainAccount
 ) -> None:
