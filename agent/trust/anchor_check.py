@@ -3,9 +3,13 @@ Pure: the answers come in as values; asking the node is agent.anchor.onchain's b
 
 A record is proven when the node serves the record's chain, the record's block is the
 canonical block at its number, the block holds an `Anchored` log of the record's contract
-for the checkpoint's key id, size and root, and the chain has at least as many blocks on
-top of it as the record claims. The transaction hash is not part of the proof: a
-replacement or a reorg replay changes it, the log stays what it proves.
+for the checkpoint's key id, size and root, in the transaction the record names, and the
+chain has at least as many blocks on top of it as the record claims. The log is the proof;
+the transaction must still be the record's: the agent makes a record from the receipt of
+the transaction that was mined (a replacement or a reorg replay has a hash of its own, and
+a block of its own), and the contract's strictly growing sizes leave one transaction per
+block that anchors a checkpoint for a submitter. So an honest record always names the
+transaction holding the log, and a record naming another one has been changed.
 """
 
 from __future__ import annotations
@@ -52,11 +56,6 @@ class AnchorCheck:
     def verified(self) -> bool:
         return not self.problems
 
-    @property
-    def other_tx(self) -> bool:
-        """Whether the log is in another transaction than the record names (no finding)."""
-        return self.log is not None and self.log.tx != self.claim.record.tx
-
 
 def placement_problem(record: Anchor, chain_id: int, head: int) -> str | None:
     """What rules the record out before its block is looked up: another chain, a block
@@ -97,6 +96,11 @@ def judge_block(claim: AnchorClaim, logs: Sequence[AnchoredLog], head: int) -> A
     match = _matching(claim, logs)
     confirmations = head - claim.record.block
     problems = [] if match else [_no_match(claim, logs)]
+    if match and match.tx != claim.record.tx:
+        problems.append(
+            f"the Anchored log in block {claim.record.block} is in transaction {_hex(match.tx)},"
+            f" not the record's {_hex(claim.record.tx)}"
+        )
     if confirmations < claim.record.confirmations:
         problems.append(
             f"the record claims {claim.record.confirmations} confirmations, but the chain now has {confirmations}"

@@ -122,8 +122,19 @@ class StreamChecker:
         for run in self._runs():
             named = f"; no drop record names their seqs {run.seqs[0]}..{run.seqs[1]}" if run.seqs else ""
             events.append(Finding(b_range(run.first_b, run.last_b), f"missing: never received{named}"))
+        events += self._missing_tail()
         self._held, self._missing = [], []
         return [*self._counted(events), self.summary()]
+
+    def _missing_tail(self) -> list[Event]:
+        """Seals that a checkpoint covers, newer than every batch received: the device
+        published them before that checkpoint, and this watch had begun."""
+        newest = max(self._checkpoints, default=0)
+        if self._last_b is None or newest <= self._last_b:
+            return []
+        covers = "it" if newest == self._last_b + 1 else "them"
+        missing = b_range(self._last_b + 1, newest)
+        return [Finding(missing, f"missing: never received; checkpoint size={newest} covers {covers}")]
 
     def summary(self) -> Summary:
         return Summary(

@@ -10,8 +10,8 @@
    complete, except for gaps the device signed or a restart explains.
 6. Each seal is in the device seal log at a signed checkpoint, and consecutive
    checkpoints are consistent.
-7. Anchor records refer to checkpoints of this bundle. Checking them against a chain
-   needs a node (agent.anchor.onchain); its results come back through
+7. Anchor records refer to checkpoints of this bundle, in increasing size. Checking them
+   against a chain needs a node (agent.anchor.onchain); its results come back through
    `Report.record_chain_checks`, judged by agent.trust.anchor_check.
 
 Malformed input raises `NotABundle`, and a CRL that no CA of the chain signed raises
@@ -398,12 +398,22 @@ class _Verifier:
 
     # step 7
     def _anchors(self, checkpoints: list[tuple[cose.Sign1, CheckpointPayload]]) -> None:
+        """Records name checkpoints of this bundle, in increasing size, one per checkpoint,
+        as the exporter writes them: a record repeated or moved has been tampered with."""
         opened = dict(zip(self.bundle.checkpoints, checkpoints))
+        last = 0
         for i, anchor in enumerate(self.bundle.anchors):
             if anchor.checkpoint not in opened:
                 self.report.fail(f"anchors[{i}]", "anchors a checkpoint that is not in this bundle")
                 continue
             msg, checkpoint = opened[anchor.checkpoint]
+            if checkpoint.size <= last:
+                self.report.fail(
+                    f"anchors[{i}]",
+                    f"records must be in increasing checkpoint size, one per checkpoint: size {checkpoint.size}"
+                    f" after size {last}",
+                )
+            last = max(last, checkpoint.size)
             self.report.anchors.append(AnchorClaim(i, anchor, msg.kid, checkpoint))
 
 

@@ -115,7 +115,7 @@ def test_every_anchor_is_verified_on_chain(history: AnchoredHistory, edgeseal: V
     assert (
         f"  anchored    history up to log size {size_of(top)} (b 1..{size_of(top)}), in block {top.block}" in result.out
     )
-    assert "NOT VERIFIED" not in result.out and "logged by transaction" not in result.out
+    assert "NOT VERIFIED" not in result.out
     assert edgeseal(history.bundle, "--rpc", anvil.url, "--poa").out == result.out  # extraData of any length
 
     report = json.loads(edgeseal(history.bundle, "--rpc", anvil.url, "--json").out)
@@ -152,15 +152,20 @@ def test_offline_the_anchors_are_said_to_be_unverified(history: AnchoredHistory,
     assert not any(c["checked_on_chain"] for c in report["unverified_anchor_claims"])
 
 
-def test_a_log_in_another_transaction_still_proves_the_anchor(history: AnchoredHistory, edgeseal: Verify) -> None:
-    """DESIGN 3.5: a replacement or a reorg replay changes the hash; the log is the proof."""
+def test_a_record_naming_another_transaction_is_a_finding(history: AnchoredHistory, edgeseal: Verify) -> None:
+    """The agent records the transaction that was mined, in the block the record pins (a
+    replacement or a reorg replay has its own hash and block): an honest record names the
+    transaction that holds the log."""
     genuine = history.records[0].tx
     bundle = with_record(history.bundle, 0, tx=bytes(32))
     result = edgeseal(bundle, "--rpc", history.anvil.url)
-    assert result.code == 0, result.out + result.err
-    assert f"logged by transaction 0x{genuine.hex()}, not the record's 0x{bytes(32).hex()}" in result.out
+    assert result.code == 1, result.out + result.err
+    assert findings(result) == [
+        f"anchors[0]: the Anchored log in block {history.records[0].block} is in transaction 0x{genuine.hex()},"
+        f" not the record's 0x{bytes(32).hex()}"
+    ]
     first = json.loads(edgeseal(bundle, "--rpc", history.anvil.url, "--json").out)["anchors"][0]
-    assert (first["verified"], first["tx"], first["record_tx"]) == (True, "0x" + genuine.hex(), "0x" + "00" * 32)
+    assert (first["verified"], first["tx"], first["record_tx"]) == (False, "0x" + genuine.hex(), "0x" + "00" * 32)
 
 
 # -- records the chain contradicts ---------------------------------------------------------

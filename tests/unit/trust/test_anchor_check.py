@@ -95,18 +95,22 @@ def test_the_log_of_the_checkpoint_proves_the_anchor() -> None:
     assert check.verified and check.problems == ()
     assert check.confirmations == 5
     assert check.log == log() and check.log.event.submitter == SUBMITTER
-    assert not check.other_tx
 
 
-def test_a_log_in_another_transaction_is_no_finding_but_is_said() -> None:
+def test_a_log_in_another_transaction_than_the_records_is_a_finding() -> None:
+    """The agent records the transaction that was mined, in the block the record pins:
+    an honest record names the transaction that holds the log."""
     check = judge_block(CLAIM, [log(tx=b"\x99" * 32)], head=BLOCK + 2)
-    assert check.verified and check.other_tx
-    assert check.log is not None and check.log.tx == b"\x99" * 32
+    assert not check.verified and check.log == log(tx=b"\x99" * 32)
+    assert check.problems == (
+        f"the Anchored log in block {BLOCK} is in transaction 0x{'99' * 32}, not the record's 0x{TX.hex()}",
+    )
 
 
-def test_of_two_matching_logs_the_records_transaction_is_preferred() -> None:
+def test_of_two_matching_logs_the_records_transaction_is_the_one() -> None:
+    """Another submitter may anchor the same checkpoint in the same block."""
     check = judge_block(CLAIM, [log(tx=b"\x99" * 32), log()], head=BLOCK + 2)
-    assert check.log == log() and not check.other_tx
+    assert check.verified and check.log == log()
 
 
 def test_no_log_in_the_block() -> None:

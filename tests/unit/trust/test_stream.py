@@ -144,6 +144,25 @@ def test_a_missing_batch_no_drop_record_explains_is_a_finding_at_the_end(
     assert summary(checker).findings == 1
 
 
+def test_the_newest_batches_a_checkpoint_covers_are_missing_if_they_never_come(
+    device: Device, checker: StreamChecker
+) -> None:
+    """The device publishes a checkpoint after the batches it covers: a watch that saw the
+    batches before them and the checkpoint, but not them, lost them (or was kept from them)."""
+    b1, b2, _, _ = device.messages()
+    checker.feed_cert(device.cert_message)
+    events = feed(checker, b1, b2) + checker.feed_checkpoint(device.checkpoints()[-1])
+    assert findings(events) == []
+    assert findings(checker.finish()) == ["FINDING b=3..4: missing: never received; checkpoint size=4 covers them"]
+
+
+def test_a_watch_that_sees_only_a_checkpoint_misses_nothing(device: Device, checker: StreamChecker) -> None:
+    """It may have begun after the batches the checkpoint covers were published."""
+    checker.feed_cert(device.cert_message)
+    checker.feed_checkpoint(device.checkpoints()[-1])
+    assert findings(checker.finish()) == []
+
+
 def test_a_batch_arriving_late_is_no_longer_missing(device: Device, checker: StreamChecker) -> None:
     b1, b2, b3, b4 = device.messages()
     checker.feed_cert(device.cert_message)
