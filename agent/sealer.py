@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, TypeVar
@@ -24,7 +23,7 @@ from agent.errors import SigningError
 from agent.keys.signer import Signer, key_id
 from agent.sequencer import OpenBatch, Sequencer
 from agent.trust import cose, merkle
-from agent.trust.leaf import SALT_KEY_SIZE
+from agent.trust.leaf import NO_READINGS_SALT_KEY
 from agent.trust.payloads import (
     CHECKPOINT_CONTENT_TYPE,
     SEAL_CONTENT_TYPE,
@@ -123,7 +122,8 @@ class Sealer:
             await self.checkpoint()
 
     async def _seal(self, batch: OpenBatch) -> None:
-        b = await self._commit(batch.s0, batch.n, batch.tree.root(), batch.salt_key, batch.gap)
+        salt_key = batch.salt_key if batch.n else NO_READINGS_SALT_KEY  # a batch that is only a gap
+        b = await self._commit(batch.s0, batch.n, batch.tree.root(), salt_key, batch.gap)
         if batch.gap:
             g = batch.gap
             log.warning("sealed gap: seq %d..%d (%s) in batch %d", g.first, g.last, g.why, b)
@@ -131,8 +131,8 @@ class Sealer:
     async def _seal_drop(self, drop: Gap) -> None:
         """A drop record: a seal of no readings whose gap names sealed batches that the
         disk budget dropped before delivery. It sits where the next batch will start."""
-        s0, salt_key = self._sequencer.unsealed_from(), os.urandom(SALT_KEY_SIZE)  # the salt salts nothing
-        b = await self._commit(s0, 0, merkle.EMPTY_ROOT, salt_key, drop, records_drop=drop.first)
+        s0 = self._sequencer.unsealed_from()
+        b = await self._commit(s0, 0, merkle.EMPTY_ROOT, NO_READINGS_SALT_KEY, drop, records_drop=drop.first)
         log.warning("sealed drop record: seq %d..%d (%s) in batch %d", drop.first, drop.last, drop.why, b)
 
     async def _commit(

@@ -81,6 +81,10 @@ MIGRATIONS: list[str] = [
         message  TEXT NOT NULL
     );
     """,
+    # 4: a batch of no readings carries the fixed salt key (it salts nothing; verifiers check it)
+    """
+    UPDATE seals SET salt_key = zeroblob(32) WHERE n = 0;
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -19,6 +19,9 @@ import cbor2
 from agent.trust import cbor
 
 SALT_KEY_SIZE = 32
+# A batch of no readings (a gap or a drop record) salts nothing; its key is fixed so that no
+# byte of a batch goes unchecked.
+NO_READINGS_SALT_KEY = bytes(SALT_KEY_SIZE)
 SALT_SIZE = 16
 MAX_UINT32 = 0xFFFFFFFF
 _SCALARS = (int, float, str, bytes, bool, type(None))

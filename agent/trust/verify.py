@@ -41,7 +41,14 @@ from agent.trust.bundle import (
 )
 from agent.trust.certs import ChainError, DeviceIdentity, key_id, parse_der_chain, verify_chain
 from agent.trust.chain import GapRecord, drop_tiling, first_seal_problems, link_seals
-from agent.trust.leaf import LeafError, check_leaves, decode_leaf, leaf_hashes, salted_leaf_hash
+from agent.trust.leaf import (
+    NO_READINGS_SALT_KEY,
+    LeafError,
+    check_leaves,
+    decode_leaf,
+    leaf_hashes,
+    salted_leaf_hash,
+)
 from agent.trust.payloads import (
     CheckpointPayload,
     Gap,
@@ -421,6 +428,8 @@ def check_full_batch(s0: int, n: int, root: bytes, salt_key: bytes, readings: li
     """Step 4 for one full batch: None if its readings are exactly what the seal signs."""
     if len(readings) != n:
         return f"seal counts {n} readings, batch carries {len(readings)}"
+    if n == 0 and salt_key != NO_READINGS_SALT_KEY:
+        return "a batch of no readings carries a salt key other than 32 zero bytes"
     try:
         check_leaves(readings, s0)
     except LeafError as exc:

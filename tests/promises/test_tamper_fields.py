@@ -1,5 +1,5 @@
 """DESIGN 5, "Any change to any byte of a batch, seal, checkpoint or bundle is detected by
-`verify`", field by field (issue 9): every field of batches, seals, reading leaves,
+`verify`", field by field: every field of batches, seals, reading leaves,
 checkpoints, proofs, certificates and anchor records modified, deleted, truncated,
 replayed, reordered and duplicated, at every depth, and the verifier catches every one.
 
@@ -11,9 +11,6 @@ and judged as `edgeseal verify` judges a file:
 - weaker claim: the same signed data claiming less, which nobody can prove false (a
   selective bundle disclosing fewer readings, an anchor record left out, fewer
   confirmations claimed): the report must be valid and state the truth about what is left;
-- unbound: the salt_key of a batch of no readings (a drop record) changed. It salts
-  nothing, and nothing signed covers it, because the agent draws it at random: the report
-  must be exactly the genuine one;
 - missed (a valid report of anything else) or crashed (any other exception): failures.
 
 The history (tamper_history.py) has every optional field. Anchor records are claims about
@@ -50,7 +47,7 @@ from agent.anchor.onchain import check_anchors
 from agent.anchor.rpc import Chain
 from agent.export import Selection
 from agent.report import as_dict, render_text
-from agent.trust.bundle import Anchor, Batch, Bundle, NotABundle, SelectiveBatch, decode_batch, decode_bundle
+from agent.trust.bundle import Anchor, Bundle, NotABundle, SelectiveBatch, decode_batch, decode_bundle
 from agent.trust.leaf import decode_leaf
 from agent.trust.stream import StreamChecker
 from agent.trust.stream_events import Duplicate, Event, Finding, Summary
@@ -64,11 +61,10 @@ pytestmark = pytest.mark.filterwarnings("ignore::cryptography.utils.Cryptography
 MESSAGE_CUT_STEP = 1 if os.environ.get("EDGESEAL_TAMPER_ALL") == "1" else 9
 SELECTION = Selection(frozenset({"line.0", "line.1"}))  # two readings of each batch: one can be left out
 KINDS = ("modified", "deleted", "truncated", "replayed", "reordered", "duplicated")
-CAUGHT, WEAKER, UNBOUND, DUPLICATE = "caught", "weaker claim", "unbound", "duplicate"
+CAUGHT, WEAKER, DUPLICATE = "caught", "weaker claim", "duplicate"
 MISSED, CRASHED = "missed", "crashed"
 DESCRIBED = {
     WEAKER: "weaker claims stated truthfully",
-    UNBOUND: "unbound (the salt_key of a batch of no readings)",
     DUPLICATE: "duplicates recognised by b",
 }
 
@@ -134,7 +130,7 @@ def cut_short(data: bytes, step: int = 1) -> Iterator[bytes]:
     return (data[:length] for length in range(0, len(data), step))
 
 
-# -- what may verify: weaker claims, an unbound salt key -----------------------------------------
+# -- what may verify: weaker claims -----------------------------------------
 
 
 def weaker_claim(genuine: Bundle, changed: Bundle) -> bool:
@@ -163,19 +159,6 @@ def claims_less(record: Anchor, genuine: Anchor) -> bool:
 def subsequence(short: list[Any], long: list[Any], fits: Callable[[Any, Any], bool] = lambda a, b: a == b) -> bool:
     rest = iter(long)
     return all(any(fits(item, candidate) for candidate in rest) for item in short)
-
-
-def unbound_salt_key(genuine: Bundle, changed: Bundle) -> bool:
-    """Whether only salt keys of batches of no readings changed."""
-    if len(changed.batches) != len(genuine.batches):
-        return False
-    if dataclasses.replace(changed, batches=genuine.batches) != genuine:
-        return False
-    return all(
-        ours == theirs
-        or (isinstance(ours, Batch) and ours.seal == theirs.seal and ours.readings == theirs.readings == [])
-        for ours, theirs in zip(changed.batches, genuine.batches)
-    )
 
 
 def selective_truth(report: Report, bundle: Bundle) -> str | None:
@@ -213,8 +196,6 @@ def judge_offline(data: bytes, genuine: Genuine) -> str:
     if not report.valid:
         return CAUGHT
     changed = decode_bundle(data)
-    if unbound_salt_key(genuine.bundle, changed):
-        return UNBOUND if as_dict(report) == genuine.report else f"{MISSED}: the report changed"
     if not weaker_claim(genuine.bundle, changed):
         return MISSED
     misstated = selective_truth(report, changed)
@@ -376,26 +357,16 @@ def found(events: list[Event]) -> bool:
     return any(isinstance(e, Finding) for e in events)
 
 
-def judge_stream(history: History, index: int, data: bytes, genuine: list[str]) -> str:
+def judge_stream(history: History, index: int, data: bytes) -> str:
     """The stream with `data` in place of message `index`."""
-    topic, original = history.stream[index]
+    topic = history.stream[index][0]
     try:
         events = watch(history, [*history.stream[:index], (topic, data), *history.stream[index + 1 :]])
     except Exception as exc:  # exactly what must not happen
         return crashed(exc)
     if found(events):
         return CAUGHT
-    if topic == "batch" and unbound_salt_key_of_message(original, data):
-        return UNBOUND if [e.text() for e in events] == genuine else f"{MISSED}: the events changed"
     return MISSED
-
-
-def unbound_salt_key_of_message(original: bytes, data: bytes) -> bool:
-    try:
-        ours, theirs = decode_batch(data), decode_batch(original)
-    except ValueError:
-        return False
-    return ours.seal == theirs.seal and ours.readings == theirs.readings == []
 
 
 def message_structure(topic: str, path: FieldPath) -> str:
@@ -421,14 +392,14 @@ def message_mutations(history: History, index: int) -> Iterator[Mutation]:
 def test_every_field_of_every_mqtt_message(history: History) -> None:
     genuine = watch(history, history.stream)
     assert not found(genuine), [e.text() for e in genuine]
-    texts, tally = [e.text() for e in genuine], Tally("MQTT stream")
+    tally = Tally("MQTT stream")
     for index, (topic, data) in enumerate(history.stream):
         tree = decode_tree(data)
         for mutation, changed in tampered(data, tree, message_mutations(history, index)):
-            outcome = judge_stream(history, index, changed, texts)
+            outcome = judge_stream(history, index, changed)
             tally.add(message_structure(topic, mutation.path), mutation.kind, outcome, f"message {index}: {mutation}")
         for cut in cut_short(data, MESSAGE_CUT_STEP):
-            outcome = judge_stream(history, index, cut, texts)
+            outcome = judge_stream(history, index, cut)
             tally.add(f"{topic} message bytes", "truncated", outcome, f"message {index}: first {len(cut)} bytes")
     tally.check()
 

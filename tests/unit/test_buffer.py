@@ -90,3 +90,22 @@ def test_a_failing_migration_leaves_the_previous_version(tmp_path: Path, monkeyp
     assert conn.execute("PRAGMA user_version").fetchone()[0] == len(schema.MIGRATIONS) - 1
     assert not conn.execute("SELECT name FROM sqlite_master WHERE name = 'half_done'").fetchall()
     conn.close()
+
+
+def test_migration_4_gives_batches_of_no_readings_the_zero_salt_key(tmp_path: Path) -> None:
+    """Buffers sealed before it hold random keys in their gap and drop-record batches,
+    which verifiers now refuse: the upgrade fixes them, and touches no other batch."""
+    conn = sqlite3.connect(tmp_path / "buffer.db", isolation_level=None)
+    for script in schema.MIGRATIONS[:3]:
+        for statement in schema._statements(script):
+            conn.execute(statement)
+    conn.execute("PRAGMA user_version = 3")
+    insert = "INSERT INTO seals(b, s0, n, t, salt_key, cose, log_frontier) VALUES (?, ?, ?, 0, ?, x'00', x'80')"
+    conn.execute(insert, (1, 1, 5, b"r" * 32))
+    conn.execute(insert, (2, 6, 0, b"s" * 32))
+    conn.close()
+    buffer = Buffer.open(tmp_path)
+    buffer.close()
+    conn = sqlite3.connect(tmp_path / "buffer.db")
+    assert conn.execute("SELECT b, salt_key FROM seals ORDER BY b").fetchall() == [(1, b"r" * 32), (2, bytes(32))]
+    conn.close()
