@@ -22,6 +22,7 @@ that is wrong, and where.
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -39,7 +40,7 @@ from agent.trust.bundle import (
     SelectiveBatch,
     decode_bundle,
 )
-from agent.trust.certs import ChainError, DeviceIdentity, key_id, parse_der_chain, verify_chain
+from agent.trust.certs import ChainError, DeviceIdentity, check_valid_at, key_id, parse_der_chain, verify_chain
 from agent.trust.chain import GapRecord, drop_tiling, first_seal_problems, link_seals
 from agent.trust.leaf import (
     NO_READINGS_SALT_KEY,
@@ -207,19 +208,37 @@ class _Verifier:
     def _identity(
         self, seals: list[_Seal], checkpoints: list[tuple[cose.Sign1, CheckpointPayload]]
     ) -> DeviceIdentity | None:
-        times = [s.payload.t for s in seals] + [c.t for _, c in checkpoints]
         try:
             chain = parse_der_chain(self.bundle.certs)
-            identity = verify_chain(chain, self.roots, [_utc(min(times)), _utc(max(times))])
+            identity = verify_chain(chain, self.roots, [])
         except ChainError as exc:
             self.report.fail("certs", str(exc))
             return None
+        self._signed_while_valid(identity, seals, checkpoints)
         r = self.report
         r.device_subject, r.root_subject = identity.subject, identity.root_subject
         r.key_id = key_id(identity.public_key).hex()
         self._revocation(identity)
         self._certs_match_carried_chains(seals)
         return identity
+
+    def _signed_while_valid(
+        self, identity: DeviceIdentity, seals: list[_Seal], checkpoints: list[tuple[cose.Sign1, CheckpointPayload]]
+    ) -> None:
+        """Each seal and checkpoint was signed while every certificate of the chain was
+        valid. A device whose clock was wrong signs times outside it: each run of such
+        seals is one finding, and the rest of the history is still checked, so the report
+        says what holds besides."""
+        dated = [(seal, _validity_problem(identity, seal.payload.t)) for seal in seals]
+        for misdated, group in itertools.groupby(dated, key=lambda pair: pair[1] is not None):
+            run = list(group)
+            if misdated:
+                (first, why), (last, _) = run[0], run[-1]
+                where = f"batches[{first.index}]" if first is last else f"batches[{first.index}..{last.index}]"
+                self.report.fail(where, f"b={first.payload.b}..{last.payload.b}: {why}")
+        for i, (_, checkpoint) in enumerate(checkpoints):
+            if problem := _validity_problem(identity, checkpoint.t):
+                self.report.fail(f"checkpoints[{i}]", problem)
 
     def _revocation(self, identity: DeviceIdentity) -> None:
         """A revoked certificate is a finding, not a broken chain: the data is still
@@ -450,6 +469,14 @@ def _complete_ranges(ordered: list[_Seal]) -> list[tuple[int, int]]:
         else:
             ranges.append((p.s0, p.last_seq))
     return ranges
+
+
+def _validity_problem(identity: DeviceIdentity, t: int) -> str | None:
+    try:
+        check_valid_at(identity.path, [_utc(t)])
+    except ChainError as exc:
+        return str(exc)
+    return None
 
 
 def _utc(ns: int) -> dt.datetime:

@@ -167,16 +167,19 @@ def test_a_chain_to_another_root_is_an_unknown_ca(edgeseal, device: Device, tmp_
 
 def test_a_certificate_expired_when_the_data_was_signed(edgeseal, ca: CertificateAuthority, tmp_path: Path) -> None:
     bundle = sealed_bundle(tmp_path, ca, not_before=NOW - 10 * DAY, not_after=NOW - DAY)
-    expected = "had expired when data was signed at"
-    assert_finding(edgeseal, bundle, tmp_path / "id" / "ca.pem", "certs", expected, f"(notAfter {NOW - DAY:%Y-%m-%d}")
+    expected = "had expired when data was signed at", f"(notAfter {NOW - DAY:%Y-%m-%d}"
+    # each run of seals and each checkpoint signed outside the validity is a finding of its own
+    assert_finding(edgeseal, bundle, tmp_path / "id" / "ca.pem", "batches[0..1]", "b=1..2:", *expected)
+    assert_finding(edgeseal, bundle, tmp_path / "id" / "ca.pem", "checkpoints[0]", *expected)
 
 
 def test_a_certificate_not_yet_valid_when_the_data_was_signed(
     edgeseal, ca: CertificateAuthority, tmp_path: Path
 ) -> None:
     bundle = sealed_bundle(tmp_path, ca, not_before=NOW + DAY)
-    expected = "was not yet valid when data was signed at"
-    assert_finding(edgeseal, bundle, tmp_path / "id" / "ca.pem", "certs", expected, f"(notBefore {NOW + DAY:%Y-%m-%d}")
+    expected = "was not yet valid when data was signed at", f"(notBefore {NOW + DAY:%Y-%m-%d}"
+    assert_finding(edgeseal, bundle, tmp_path / "id" / "ca.pem", "batches[0..1]", "b=1..2:", *expected)
+    assert_finding(edgeseal, bundle, tmp_path / "id" / "ca.pem", "checkpoints[0]", *expected)
 
 
 # -- the wrong key ------------------------------------------------------------------------

@@ -210,11 +210,15 @@ def assert_warned_once_per_step_back(log: str, steps: list[tuple[int, float]]) -
     assert warned == [(b, pytest.approx(-moved, abs=1e-3)) for b, moved in steps if moved < 0], log[-3000:]
 
 
-def assert_rejected_for_signing_time(report: Report) -> None:
-    """Only what the device signed with its clock before the certificate's validity fails."""
+def assert_rejected_for_signing_time(report: Report, misdated: tuple[int, int] | None = None) -> None:
+    """Only what the device signed with its clock before the certificate's validity fails;
+    `misdated`: the seals (first b, last b) signed then, one finding for the run of them."""
     assert not report.valid
     for finding in report.findings:
         assert "not yet valid when data was signed" in finding.message, finding
+    if misdated:
+        runs = [f.message.split(":")[0] for f in report.findings if f.where.startswith("batches[")]
+        assert runs == [f"b={misdated[0]}..{misdated[1]}"], report.findings
 
 
 def exported_readings(data: bytes) -> int:
@@ -251,12 +255,12 @@ def test_a_clock_stepped_back_before_the_certificate_loses_no_reading(tmp_path: 
     report, data = export_and_verify(agent.config)
     readings = seals[-1].s0 + seals[-1].n - 1
     assert exported_readings(data) == readings, "the export left readings out"
-    assert_rejected_for_signing_time(report)
+    assert_rejected_for_signing_time(report, (steps[0][0], steps[1][0] - 1))
     wrong = sum(1 for s in seals if steps[0][0] <= s.b < steps[1][0])
     print(
         f"reliability: fault: clock back 20 years (before the certificate), mid-run: {len(seals)} seals"
         f" ({wrong} dated 20 years back), {readings} readings sealed and exported, longest pause between seals"
-        f" {run.longest_pause():.2f} s; verify invalid: {report.findings[0].message}"
+        f" {run.longest_pause():.2f} s; verify finds exactly those: {report.findings[0]}"
     )
 
 
