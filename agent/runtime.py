@@ -308,10 +308,6 @@ def _check_identity(signer: Signer, device_id: str) -> None:
             f"device.id is {device_id!r} but the device certificate is for {certified!r};"
             " fix device.id or install this device's certificate"
         )
-    starts = max(cert.not_valid_before_utc for cert in signer.certificate_chain)
-    if time.time() < starts.timestamp():
-        # Reading goes on (nothing is lost), but verifiers reject what is signed meanwhile.
-        log.error("the system clock is before the device certificate's validity (%s): set the clock", starts)
 
 
 def install_signal_handlers(stop: asyncio.Event) -> None:

@@ -10,11 +10,13 @@ signed bytes, so a seal never exists in two versions.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol, TypeVar
 
+from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from agent.buffer.store import Buffer, BufferWriteError, SealRow
@@ -75,7 +77,7 @@ class Sealer:
         self._log = _load_log(buffer)
         last = buffer.last_seal()
         self._prev = seal_digest(last.cose) if last else ZERO_HASH
-        self._last_t = last.t if last else 0
+        self._clock_watch = ClockWatch(last.t if last else 0, signer.certificate_chain)
         self._checkpointed = buffer.last_checkpoint_size()
         self._last_checkpoint_at = time.monotonic()
         self.seals_made = 0
@@ -141,11 +143,7 @@ class Sealer:
         started = time.perf_counter()
         b = self._log.size + 1
         payload = SealPayload(self._device_id, self._boot, b, s0, n, root, self._prev, self._clock(), gap)
-        if payload.t < self._last_t:
-            # Order is b and seq, never time: the seal keeps the clock's time, and says so.
-            back = (self._last_t - payload.t) / 1e9
-            log.warning("the system clock went back %.3f s before seal b=%d; times are as the clock gave them", back, b)
-        self._last_t = payload.t
+        self._clock_watch.seal_time(payload.t, b)
         cose_bytes = await self._sign(SEAL_CONTENT_TYPE, payload.encode(), self._send_chain)
         crash_point("seal.signed")
         log_after = self._log.copy()
@@ -189,6 +187,48 @@ class Sealer:
         if self._observer is not None:
             self._observer.signed(time.perf_counter() - started)
         return signature
+
+
+class ClockWatch:
+    """Order is b and seq, never time: a seal keeps the clock's time, whatever it is. The
+    log says when that time goes back, and when it leaves the device certificate's
+    validity, since verifiers reject what is signed outside it."""
+
+    def __init__(self, last_t: int, chain: Sequence[x509.Certificate]) -> None:
+        self._last_t = last_t
+        self._valid_from = max((c.not_valid_before_utc for c in chain), default=None)
+        self._valid_until = min((c.not_valid_after_utc for c in chain), default=None)
+        self._outside: str | None = None  # "before" or "after" the validity, as last seen
+
+    def seal_time(self, t: int, b: int) -> None:
+        if t < self._last_t:
+            back = (self._last_t - t) / 1e9
+            log.warning("the system clock went back %.3f s before seal b=%d; times are as the clock gave them", back, b)
+        self._last_t = t
+        outside = None  # compared in ns: a clock set past year 9999 is no datetime
+        if self._valid_from and t < _ns(self._valid_from):
+            outside = "before"
+        elif self._valid_until and t > _ns(self._valid_until):
+            outside = "after"
+        if outside and outside != self._outside:
+            bound, remedy = (
+                (self._valid_from, "set the clock") if outside == "before" else (self._valid_until, "renew it")
+            )
+            log.error(
+                "the system clock is %s the device certificate's validity (%s) at seal b=%d: verifiers reject"
+                " what is signed meanwhile; %s",
+                outside,
+                bound,
+                b,
+                remedy,
+            )
+        elif self._outside and not outside:
+            log.warning("the system clock is within the device certificate's validity again from seal b=%d", b)
+        self._outside = outside
+
+
+def _ns(at: dt.datetime) -> int:
+    return int(at.timestamp()) * 1_000_000_000
 
 
 def _load_log(buffer: Buffer) -> merkle.Frontier:

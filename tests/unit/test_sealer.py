@@ -4,9 +4,11 @@ system clock that steps back."""
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from fixtures import open_pipeline
@@ -14,7 +16,7 @@ from fixtures import open_pipeline
 from agent.buffer.store import Buffer
 from agent.errors import SigningError
 from agent.keys.software import SoftwareSigner
-from agent.sealer import Sealer
+from agent.sealer import ClockWatch, Sealer
 from agent.sequencer import Sequencer
 from drivers.api import Reading
 from provisioning.devca import make_demo_identity
@@ -145,3 +147,22 @@ def test_a_clock_that_steps_back_is_kept_and_warned_of_once_per_step(
     assert len(warned) == 2, warned
     assert "went back 101.000 s before seal b=3" in warned[0] and "went back 0.500 s before seal b=7" in warned[1]
     buffer.close()
+
+
+def test_a_clock_outside_the_certificates_validity_is_an_error_once_until_it_is_back(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    valid = {"not_valid_before_utc": dt.datetime(2026, 1, 1, tzinfo=dt.UTC)}
+    device = SimpleNamespace(**valid, not_valid_after_utc=dt.datetime(2036, 1, 1, tzinfo=dt.UTC))
+    watch = ClockWatch(0, [device])  # type: ignore[list-item]
+    start, end = (int(device.not_valid_before_utc.timestamp()), int(device.not_valid_after_utc.timestamp()))
+    # inside; before it twice; inside again; after it twice; past year 9999
+    times = [start + 60, start - 600, start - 599, start + 61, end + 1, end + 2, 300_000_000_000]
+    with caplog.at_level(logging.WARNING, logger="agent.sealer"):
+        for b, t in enumerate(times, 1):
+            watch.seal_time(t * 1_000_000_000, b)
+    said = [(r.levelname, r.getMessage()) for r in caplog.records if "validity" in r.getMessage()]
+    assert [level for level, _ in said] == ["ERROR", "WARNING", "ERROR"], said
+    assert "is before the device certificate's validity" in said[0][1] and "seal b=2" in said[0][1]
+    assert "set the clock" in said[0][1] and "again from seal b=4" in said[1][1]
+    assert "is after the device certificate's validity" in said[2][1] and "renew it" in said[2][1]
