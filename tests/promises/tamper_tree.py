@@ -22,7 +22,7 @@ any depth:
 
 Map keys cannot be reordered or repeated here: a changed layer is encoded again with the
 project's deterministic encoder (agent.trust.cbor), which sorts them; other encodings of
-one value are tests/system/test_malleability.py's subject. Every layer up to the root is
+one value are tests/promises/test_malleability.py's subject. Every layer up to the root is
 re-encoded, so a mutation is what someone who knows the formats would produce.
 """
 
