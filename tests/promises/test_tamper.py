@@ -103,7 +103,8 @@ def locate(spans: list[tuple[int, int, str]], pos: int) -> str:
 def tally(kind: str, what: str, data: bytes, outcomes: dict[int, int | str]) -> Counter[int | str]:
     counts = Counter(o if isinstance(o, int) else o.split(":")[0] for o in outcomes.values())
     print(
-        f"{kind} bundle ({len(data)} bytes), {what}: {counts[1]} x exit 1, {counts[2]} x exit 2, "
+        f"reliability: tamper: {kind} bundle ({len(data)} bytes), {what}: {counts[1]} x exit 1,"
+        f" {counts[2]} x exit 2, "
         f"{counts[PASSED]} passed, {counts[CRASH]} crashed"
     )
     return counts
