@@ -88,7 +88,7 @@ def parse_duration(value: object) -> float:
         # Divide for milliseconds: 250 / 1000 is exactly the float 0.25, 250 * 0.001 is not.
         seconds = number / 1000 if unit == "ms" else number * _SECONDS_PER_UNIT[unit or "s"]
     else:
-        seconds = float(value)
+        seconds = float(value) if abs(value) < 2**1024 else math.inf  # float() of a larger int raises
     if not math.isfinite(seconds) or seconds <= 0:
         raise ValueError("a duration longer than zero")
     return seconds
@@ -139,7 +139,10 @@ def _validate_bytes(value: object) -> int:
         match = _BYTES.fullmatch(value)
         if not match:
             raise expected(BYTES_TEXT)
-        size = int(float(match[1]) * _BYTES_PER_UNIT[match[2] or "B"])
+        number = float(match[1]) * _BYTES_PER_UNIT[match[2] or "B"]
+        if not math.isfinite(number):  # more digits than any float holds
+            raise expected(BYTES_TEXT)
+        size = int(number)
     if size < MIN_BYTES:
         raise expected(BYTES_TEXT)
     return size

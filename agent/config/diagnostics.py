@@ -14,7 +14,7 @@ from pydantic import ValidationError
 
 from agent.config.document import Document, Path, format_path
 from agent.config.fields import bare, child, describe, discriminator, known_keys, type_at, union_tags
-from agent.config.wording import show
+from agent.config.wording import printable, show
 from agent.errors import Problem
 from drivers.config_types import EXPECTED, FINDINGS
 
@@ -54,7 +54,9 @@ def validation_problems(error: ValidationError, doc: Document) -> list[Problem]:
             if not doc.concerns_unloaded(at):
                 # A missing key is reported at the mapping that lacks it.
                 where = doc.locate(at[:-1] if _is_missing(detail) else at, key=at_key)
-                problems.append(Problem(where.file, where.line, where.column, format_path(at), message))
+                problems.append(
+                    Problem(where.file, where.line, where.column, printable(format_path(at)), printable(message))
+                )
     return problems
 
 

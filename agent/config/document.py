@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+from agent.config.wording import printable
 from agent.errors import Problem
 
 # A field path: mapping keys and list indices from the top, e.g. ("sources", 2, "tags").
@@ -42,7 +43,9 @@ class Document:
     unloaded: list[Path] = field(default_factory=list)
 
     def report(self, where: Where, path: Path, message: str) -> None:
-        self.problems.append(Problem(where.file, where.line, where.column, format_path(path), message))
+        self.problems.append(
+            Problem(where.file, where.line, where.column, printable(format_path(path)), printable(message))
+        )
 
     def locate(self, path: Path, key: bool = False) -> Where:
         """The position of the key or value at `path`, else of its nearest written ancestor."""

@@ -19,6 +19,15 @@ _KINDS: list[tuple[type, str]] = [
 ]
 
 
+def printable(text: str) -> str:
+    """`text` with the characters a terminal would not show as they are (line breaks,
+    control characters, invisible spaces) written as escapes, e.g. \\n or \\u2028: one
+    problem stays on one line, and what a key or value really holds can be seen."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def kind(value: Any) -> str:
     return next((name for cls, name in _KINDS if isinstance(value, cls)), type(value).__name__)
 

@@ -28,6 +28,10 @@ _SCALAR_TAGS = {_YAML_TAG + name for name in ("null", "bool", "int", "float", "s
 # Aliases expand in place, so a small file can stand for billions of values ("billion
 # laughs"). Building stops past this many values, far more than any real configuration.
 MAX_VALUES = 1_000_000
+# PyYAML's scalar constructors expect text their tag's pattern matched; an explicit tag
+# (`!!int ''`, `!!bool x`, `!!timestamp 2024-1-1 1:2:3.4: 5`) skips that match, and they
+# fail with whatever Python raises for it: IndexError, KeyError, AttributeError.
+_CONSTRUCT_ERRORS = (yaml.YAMLError, ValueError, TypeError, LookupError, AttributeError)
 
 
 class _Unloaded(Exception):
@@ -298,7 +302,7 @@ class _Builder:
         construct = self._scalars.yaml_constructors[node.tag]
         try:
             return construct(self._scalars, node)
-        except (yaml.YAMLError, ValueError, TypeError):
+        except _CONSTRUCT_ERRORS:
             kind = node.tag.removeprefix(_YAML_TAG)
             return self._unload(node, path, f"expected a valid {kind}, found '{node.value}'")
 

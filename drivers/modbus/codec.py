@@ -8,7 +8,8 @@
 0..65535) for register tables, or at least `request.count` bits (bools) for coils and
 discrete inputs. The decoder returns one (tag, value, quality) per point of the request,
 in an order fixed at compile time. Quality is 0 (Good) with a value, or Bad with None:
-Bad_EncodingError for a string whose bytes are not valid in its encoding, and
+Bad_EncodingError for a string whose bytes are not valid in its encoding (or decode to
+text no reading can hold: lone surrogates), and
 Bad_CommunicationError for every point when `words` is not the size the request asked
 for (an answer that does not fit the request is no answer).
 
@@ -258,7 +259,8 @@ def _string(point: Point, start: int) -> tuple[int, _Step]:
     def text(buffers: list[bytes], _words: Sequence[int]) -> Decoded:
         try:
             value = buffers[buffer][lo:hi].decode(encoding)
-        except UnicodeDecodeError:
+            value.encode("utf-8")  # utf-7 and unicode_escape can give lone surrogates, which no leaf holds
+        except UnicodeError:  # idna and punycode raise UnicodeError itself, not UnicodeDecodeError
             return tag, None, BAD_ENCODING
         return tag, value.rstrip("\x00 ") if trim else value, GOOD
 

@@ -3,6 +3,7 @@ value, the rules that tie its fields together, and the `Point` it becomes. No I/
 
 from __future__ import annotations
 
+import codecs
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -41,6 +42,8 @@ def _encoding(value: str) -> str:
         pass  # a text encoding, in which these bytes mean nothing
     except LookupError:
         raise expected(ENCODING_TEXT) from None
+    if codecs.lookup(value).name == "undefined":  # a codec that decodes nothing at all
+        raise expected(ENCODING_TEXT)
     return value
 
 

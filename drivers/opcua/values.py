@@ -34,8 +34,8 @@ from asyncua import ua
 from drivers.api import Quality, Reading, Value, is_bad
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_NO_TIME = datetime(1601, 1, 2, tzinfo=UTC)
-_MIN_NS, _MAX_NS = -(2**64), 2**64 - 1  # CBOR's integers  # OPC UA's MinDateTime (and the day after) means "not set"
+_NO_TIME = datetime(1601, 1, 2, tzinfo=UTC)  # OPC UA's MinDateTime (and the day after) means "not set"
+_MIN_INT, _MAX_INT = -(2**64), 2**64 - 1  # CBOR's integers: what a reading holds
 
 
 class Unsupported(ValueError):
@@ -49,7 +49,7 @@ def to_value(value: Any) -> Value:
     if isinstance(value, str):
         return _text(value)
     if isinstance(value, int):
-        return int(value)  # IntEnum and asyncua's integer subclasses become plain ints
+        return _integer(value)
     if isinstance(value, (bytes, bytearray)):
         return bytes(value)
     if isinstance(value, datetime):
@@ -63,11 +63,11 @@ def _special(value: Any) -> Value:
     if isinstance(value, ua.LocalizedText):
         return None if value.Text is None else _text(value.Text)
     if isinstance(value, ua.QualifiedName):
-        return _text(f"{value.NamespaceIndex}:{value.Name}")
+        return _text(f"{value.NamespaceIndex}:{value.Name or ''}")  # a null name (None) is no name
     if isinstance(value, (ua.NodeId, ua.ExpandedNodeId)):
         return _text(value.to_string())
-    if isinstance(value, ua.XmlElement):
-        return _text(value.Value)
+    if isinstance(value, ua.XmlElement):  # a null XmlElement (length -1) holds None
+        return None if value.Value is None else _text(value.Value)
     if isinstance(value, ua.StatusCode):
         return int(value.value)
     if isinstance(value, uuid.UUID):
@@ -82,6 +82,15 @@ def _special(value: Any) -> Value:
         # fields with init=False are asyncua's own (the Encoding mask), not the structure's
         return {f.name: to_value(getattr(value, f.name)) for f in dataclasses.fields(value) if f.init}
     raise Unsupported(f"a value of type {type(value).__name__}")
+
+
+def _integer(value: int) -> int:
+    """A plain int (from an IntEnum or asyncua's integer subclasses) within what a reading
+    holds: no OPC UA integer is wider than 64 bits, but a structure's field may hold any
+    Python int."""
+    if not _MIN_INT <= value <= _MAX_INT:
+        raise Unsupported(f"an integer wider than 64 bits: {value}")
+    return int(value)
 
 
 def _text(value: str) -> str:
@@ -102,7 +111,7 @@ def datetime_ns(moment: datetime) -> int:
         moment = moment.replace(tzinfo=UTC)
     delta: timedelta = moment - _EPOCH
     ns = (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1_000
-    if not _MIN_NS <= ns <= _MAX_NS:
+    if not _MIN_INT <= ns <= _MAX_INT:
         raise Unsupported(f"a date outside what a reading holds: {moment.isoformat()}")
     return ns
 
