@@ -1,7 +1,7 @@
 """What the fuzzing promises (tests/promises/test_fuzz_*.py) share: how many examples
 each property runs, and the figures each module prints when its tests are done.
 
-    EDGESEAL_FUZZ_EXAMPLES=20000 pytest -s tests/promises/test_fuzz_bundle.py
+    EDGESEAL_FUZZ_EXAMPLES=5000 pytest -s tests/promises/test_fuzz_bundle.py
 
 Every input a property judges is counted under its target: accepted (a config, a
 report, a value), rejected with the project's clear, typed error, or neither, which
