@@ -103,11 +103,14 @@ class AgentProcess:
             self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
         return self
 
-    def stop(self, sig: int = signal.SIGTERM) -> None:
+    def stop(self, sig: int = signal.SIGTERM) -> int | None:
+        """The exit code; None when the agent was not running."""
+        code = None
         if self.process is not None and self.process.poll() is None:
             self.process.send_signal(sig)
-            self.process.wait(timeout=30)
+            code = self.process.wait(timeout=30)
         self.process = None
+        return code
 
     def log(self) -> str:
         return (self.config.parent / "agent.log").read_text(errors="replace")

@@ -14,14 +14,19 @@ from provisioning.devca import DemoIdentity, make_demo_tpm_identity
 from provisioning.swtpm import SoftwareTpm
 
 HANDLE = DEFAULT_HANDLE
+FAST_SEALS = "{interval: 100ms, checkpoint_every: 3, checkpoint_interval: 500ms}"
+BUFFER = "{dir: state}"
 
 
 def tpm_identity(tpm: SoftwareTpm, directory: Path, device_id: str) -> DemoIdentity:
     return make_demo_tpm_identity(directory, device_id, parse_tcti(tpm.tcti), HANDLE)
 
 
-def tpm_agent_config(directory: Path, tpm: SoftwareTpm, device_id: str, sources: str) -> Path:
-    """edgeseal.yaml in `directory`: signer tpm over `tpm`, device-chain.pem beside it."""
+def tpm_agent_config(
+    directory: Path, tpm: SoftwareTpm, device_id: str, sources: str, *, seal: str = FAST_SEALS, buffer: str = BUFFER
+) -> Path:
+    """edgeseal.yaml in `directory`: signer tpm over `tpm`, device-chain.pem beside it;
+    `seal` and `buffer` are those sections as YAML flow mappings."""
     path = directory / "edgeseal.yaml"
     path.write_text(
         f"""device:
@@ -32,8 +37,8 @@ identity:
   cert_chain: device-chain.pem
 sources:
 {sources}
-seal: {{interval: 100ms, checkpoint_every: 3, checkpoint_interval: 500ms}}
-buffer: {{dir: state}}
+seal: {seal}
+buffer: {buffer}
 """
     )
     return path

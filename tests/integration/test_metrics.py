@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,9 +12,9 @@ import pytest
 from agent_harness import SIMULATED, run_for, write_config
 from anchor_harness import ChainAccount, anchor_section, deploy_registry, fund
 from anvil_chain import Anvil
+from metrics_harness import Samples, scrape, value
 from modbus_servers import ServerFarm, free_port
 from mqtt_broker import BrokerFarm
-from prometheus_client.parser import text_string_to_metric_families
 
 import agent.metrics
 from agent.config import Config, load_config
@@ -23,23 +22,10 @@ from agent.errors import UsageError
 from agent.runtime import run_agent
 from drivers.modbus.points import Table
 
-Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
-
 
 @pytest.fixture(autouse=True)
 def fast_refresh(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(agent.metrics, "REFRESH_EVERY", 0.2)
-
-
-def scrape(url: str) -> Samples:
-    with urllib.request.urlopen(url, timeout=5) as answer:
-        text = answer.read().decode()
-    families = text_string_to_metric_families(text)
-    return {(s.name, frozenset(s.labels.items())): s.value for family in families for s in family.samples}
-
-
-def value(samples: Samples, name: str, **labels: str) -> float:
-    return samples[(name, frozenset(labels.items()))]
 
 
 def configured(tmp_path: Path, sources: str, extra: str = "") -> tuple[Config, str]:
