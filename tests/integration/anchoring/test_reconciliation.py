@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from agent_harness import SIMULATED, run_for, write_config
-from anchor_harness import ChainAccount, Journal, anchor_section, deploy_registry, fund
+from anchor_harness import ChainAccount, Journal, anchor_section, deploy_registry, fund, wait_for
 from anvil_chain import Anvil
 from cli_runner import in_process
 
@@ -44,7 +44,9 @@ def clone_anchors(anvil: Anvil, contract: str, account: ChainAccount, kid: bytes
         | {"data": anchor_calldata(kid, size, root), "maxFeePerGas": 10**10, "maxPriorityFeePerGas": 10**9}
     )
     tx = anvil.rpc("eth_sendRawTransaction", ["0x" + bytes(signed.raw_transaction).hex()])
-    assert anvil.rpc("eth_getTransactionReceipt", [tx])["status"] == "0x1"
+    # anvil mines at once, but its receipt may come a moment after the hash
+    receipt = wait_for(lambda: anvil.rpc("eth_getTransactionReceipt", [tx]), "the clone's receipt", timeout=10)
+    assert receipt["status"] == "0x1"
 
 
 def with_anchoring(config: Path, anvil: Anvil, contract: str, account: ChainAccount, **settings: object) -> Path:
