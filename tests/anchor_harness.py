@@ -117,7 +117,7 @@ class AgentProcess:
 
 
 class Journal:
-    """The anchoring tables of an agent's buffer, read beside the running agent."""
+    """An agent's buffer read beside the running agent: any query, and its anchoring tables by name."""
 
     def __init__(self, state_dir: Path) -> None:
         self.db = state_dir / "buffer.db"

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import signal
-import sqlite3
 import time
 from collections import Counter
 from pathlib import Path
@@ -136,22 +135,15 @@ def test_kill_9_while_overloaded_leaves_only_signed_gaps(tmp_path: Path) -> None
 
 def _caught_up(db: Path, sealed: int, checkpointed: int) -> bool:
     """The batches sealed before this run are delivered, and a checkpoint of this run is anchored."""
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-    try:
-        (waiting,) = conn.execute("SELECT count(*) FROM seals WHERE delivered IS NULL AND b <= ?", (sealed,)).fetchone()
-        (anchored,) = conn.execute("SELECT coalesce(max(size), 0) FROM anchors").fetchone()
-        return waiting == 0 and anchored > checkpointed
-    finally:
-        conn.close()
+    buffer = Journal(db.parent)
+    [(waiting,)] = buffer.rows("SELECT count(*) FROM seals WHERE delivered IS NULL AND b <= ?", sealed)
+    [(anchored,)] = buffer.rows("SELECT coalesce(max(size), 0) FROM anchors")
+    return waiting == 0 and anchored > checkpointed
 
 
 def _received_all_delivered(subscriber: Subscriber, db: Path) -> Counter[int] | None:
     """Every batch the broker acknowledged reached the subscriber: the numbers received
     are exactly 1..last sealed."""
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-    try:
-        delivered = {b for (b,) in conn.execute("SELECT b FROM seals WHERE delivered IS NOT NULL")}
-    finally:
-        conn.close()
+    delivered = {b for (b,) in Journal(db.parent).rows("SELECT b FROM seals WHERE delivered IS NOT NULL")}
     received = subscriber.numbers()
     return received if delivered <= set(received) else None

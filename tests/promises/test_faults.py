@@ -20,7 +20,6 @@ docs/reliability.md.
 from __future__ import annotations
 
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -99,41 +98,27 @@ def proxy_mode(proxy: FaultProxy, mode: str, delay: float = 0.0) -> None:
     proxy.delay, proxy.mode = delay, mode
 
 
-def query(db: Path, sql: str) -> list[tuple]:
-    """Rows from the agent's buffer, read beside it; none before the agent made it."""
-    try:
-        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-    except sqlite3.OperationalError:
-        return []
-    try:
-        return conn.execute(sql).fetchall()
-    except sqlite3.OperationalError:
-        return []
-    finally:
-        conn.close()
-
-
-def readings(db: Path, tag: str, window: Window) -> list[int]:
+def readings(journal: Journal, tag: str, window: Window) -> list[int]:
     """Qualities of `tag`'s readings stamped inside `window`, in order."""
-    leaves = [decode_leaf(leaf) for (leaf,) in query(db, "SELECT leaf FROM readings ORDER BY seq")]
+    leaves = [decode_leaf(leaf) for (leaf,) in journal.rows("SELECT leaf FROM readings ORDER BY seq")]
     return [leaf.quality for leaf in leaves if leaf.tag == tag and window.start <= leaf.ts < window.end]
 
 
-def sealed_and_delivered(db: Path) -> tuple[int, int]:
-    rows = query(db, "SELECT count(*), count(delivered) FROM seals")
+def sealed_and_delivered(journal: Journal) -> tuple[int, int]:
+    rows = journal.rows("SELECT count(*), count(delivered) FROM seals")
     return rows[0] if rows else (0, 0)
 
 
-def anchored_size(db: Path) -> int:
-    rows = query(db, "SELECT coalesce(max(size), 0) FROM anchors")
+def anchored_size(journal: Journal) -> int:
+    rows = journal.rows("SELECT coalesce(max(size), 0) FROM anchors")
     return rows[0][0] if rows else 0
 
 
-def assert_device_outcome(db: Path, window: Window, quality: int) -> str:
+def assert_device_outcome(journal: Journal, window: Window, quality: int) -> str:
     """The faulty device reads `quality` at its rate; the healthy one keeps its rate, Good."""
     settled = window.settled()
     expected = settled.seconds / INTERVAL
-    faulty, healthy = readings(db, "faulty.flow", settled), readings(db, "healthy.flow", settled)
+    faulty, healthy = readings(journal, "faulty.flow", settled), readings(journal, "healthy.flow", settled)
     assert set(faulty) == {quality}, f"{window.name}: faulty device read {sorted(set(faulty))}, not {quality:#x}"
     assert len(faulty) >= 0.5 * expected, f"{window.name}: faulty device fell silent ({len(faulty)} readings)"
     assert set(healthy) == {Quality.GOOD}, f"{window.name}: the healthy device read {sorted(set(healthy))}"
@@ -169,16 +154,16 @@ def test_one_agent_through_device_broker_and_chain_faults(
         + f"mqtt:\n  url: {broker.url}\n  keepalive: 2s\n"
         + anchor_section(node.chain.url, node.chain.chain_id, contract, chain_keystore)
     )
-    db, log = tmp_path / "state" / "buffer.db", tmp_path / "agent.log"
+    log = tmp_path / "agent.log"
     journal = Journal(tmp_path / "state")
     with log.open("wb") as out:
         command = [sys.executable, "-m", "agent.cli", "run", "--config", str(config)]
         agent = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
     figures = []
     try:
-        wait_for(lambda: anchored_size(db), "a first anchor")
+        wait_for(lambda: anchored_size(journal), "a first anchor")
         timeline = Timeline()
-        figures.append(assert_device_outcome(db, timeline.hold("both up", FAULT), Quality.GOOD))
+        figures.append(assert_device_outcome(journal, timeline.hold("both up", FAULT), Quality.GOOD))
 
         down = timeline.hold("device down", FAULT, proxy.stop)
         proxy.start()
@@ -191,28 +176,28 @@ def test_one_agent_through_device_broker_and_chain_faults(
             (junk, Quality.BAD_COMMUNICATION_ERROR),
             (back, Quality.GOOD),
         ):
-            figures.append(assert_device_outcome(db, window, quality))
+            figures.append(assert_device_outcome(journal, window, quality))
 
-        sealed, delivered = sealed_and_delivered(db)
+        sealed, delivered = sealed_and_delivered(journal)
         timeline.hold("broker down", FAULT, broker.kill)
-        during = sealed_and_delivered(db)
+        during = sealed_and_delivered(journal)
         assert during[0] >= sealed + 0.8 * FAULT / 0.2, "sealing slowed while the broker was down"
         assert during[1] <= delivered + 5, "batches were marked delivered to a dead broker"  # in flight at the kill
         broker.start()
-        wait_for(lambda: (lambda s, d: s == d or None)(*sealed_and_delivered(db)), "the backlog delivered", 60)
+        wait_for(lambda: (lambda s, d: s == d or None)(*sealed_and_delivered(journal)), "the backlog delivered", 60)
         wait_for(lambda: set(subscriber.numbers()) >= set(range(1, during[0] + 1)), "the subscriber has it all", 60)
         firsts = list(dict.fromkeys(subscriber.order))
         assert firsts == sorted(firsts), "first arrivals in b order"
         figures.append(f"broker down {FAULT:.0f} s: {during[0] - sealed} batches sealed meanwhile, all delivered after")
 
-        anchored, (sealed, delivered) = anchored_size(db), sealed_and_delivered(db)
+        anchored, (sealed, delivered) = anchored_size(journal), sealed_and_delivered(journal)
         timeline.hold("chain node down", FAULT, node.stop)
-        during = sealed_and_delivered(db)
+        during = sealed_and_delivered(journal)
         assert during[0] >= sealed + 0.8 * FAULT / 0.2 and during[1] >= delivered + 0.8 * FAULT / 0.2, (
             "sealing or delivery slowed while the chain node was down"
         )
         node.start()
-        wait_for(lambda: anchored_size(db) > max(anchored, during[0]), "a checkpoint made since anchored", 60)
+        wait_for(lambda: anchored_size(journal) > max(anchored, during[0]), "a checkpoint made since anchored", 60)
         assert not journal.alarms(), journal.alarms()
         figures.append(f"chain node down {FAULT:.0f} s: sealing and delivery went on, anchoring resumed after")
 
